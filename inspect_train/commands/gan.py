@@ -1,7 +1,158 @@
-"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect, describe)."""
+"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect) and `describe` (parameter counts)."""
 
-from inspect_train.commands._placeholder import register_pending
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from inspect_train.errors import InputError
+
+
+def _device(name: str | None, threads: int | None = None) -> str:
+    import torch
+
+    if threads is not None:
+        if threads < 1:
+            raise InputError(f"--threads {threads}: must be at least 1")
+        torch.set_num_threads(threads)
+    if name:
+        return name
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def register(subparsers) -> None:
-    register_pending(subparsers, "gan", "DFMGAN training (fit-backbone, fit-defect, describe)", "issue 3")
+    gan = subparsers.add_parser("gan", help="DFMGAN: train the backbone and per-defect modules, describe a config")
+    sub = gan.add_subparsers(dest="gan_command", metavar="ACTION")
+    sub.required = True
+
+    def common(p, config_default):
+        p.add_argument("--config", default=config_default,
+                       help="config name under configs/ (dfmgan-tiny, dfmgan-128, dfmgan-256) or a YAML path")
+        p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+        p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--out", required=True, help="output folder (checkpoint, tb/ logs)")
+        p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
+        p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--threads", type=int, default=None,
+                       help="CPU threads for torch (default: torch's); 1 is fastest for small configs on a busy CPU")
+
+    fb = sub.add_parser("fit-backbone", help="stage 1: StyleGAN2 on train/good")
+    fb.add_argument("--data", required=True, help="dataset root in MVTec AD layout")
+    fb.add_argument("--category", required=True)
+    fb.add_argument("--resolution", type=int, default=None, help="square training resolution (default: the config's)")
+    common(fb, "dfmgan-256")
+    fb.set_defaults(func=run_fit_backbone)
+
+    fd = sub.add_parser("fit-defect", help="stage 2: one defect type on a partition's base set, backbone frozen")
+    fd.add_argument("--backbone", required=True, help="stage-1 checkpoint (backbone.pt)")
+    fd.add_argument("--data", required=True)
+    fd.add_argument("--category", required=True)
+    fd.add_argument("--defect", required=True, help="defect type (folder name under test/)")
+    fd.add_argument("--manifest", default=None, help="few-shot split manifest; made (seeded) in --out if omitted")
+    fd.add_argument("--partitions", type=int, default=3, help="partitions when making a manifest (default 3)")
+    fd.add_argument("--split-seed", type=int, default=0, help="seed when making a manifest (default 0)")
+    fd.add_argument("--partition", type=int, required=True, help="partition number K: train on its base set only")
+    common(fd, None)
+    fd.set_defaults(func=run_fit_defect)
+
+    de = sub.add_parser("describe", help="parameter counts of a config's networks")
+    de.add_argument("--config", default="dfmgan-256")
+    de.add_argument("--channels", type=int, default=3, help="image channels (3 = RGB as in the paper; 1 = grey)")
+    de.add_argument("--json", action="store_true", help="print JSON only")
+    de.set_defaults(func=run_describe)
+
+
+def _report_divergence(err) -> int:
+    print(f"inspect-train: error: {err}", file=sys.stderr)
+    return 1
+
+
+def run_fit_backbone(args) -> int:
+    from generators.dfmgan.api import fit_backbone, load_config
+    from generators.dfmgan.checkpoint import TrainingDiverged
+    from generators.dfmgan.config import with_resolution
+    from inspect_train.data.category import load_category
+
+    config = load_config(args.config)
+    if args.resolution is not None and args.resolution != int(config["resolution"]):
+        config = with_resolution(config, args.resolution)
+    res = int(config["resolution"])
+    data = load_category(args.data, args.category, size=(res, res))
+    if len(data.train_good) == 0:
+        raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
+    _positive_steps(args.steps)
+    config["category"] = args.category
+    print(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {res}x{res}, "
+          f"{data.channels} channel(s), config {config['name']}")
+    try:
+        path = fit_backbone(data.train_good.images, config, Path(args.out), steps=args.steps, seed=args.seed,
+                            device=_device(args.device, args.threads), resume=args.resume, progress=not args.quiet)
+    except TrainingDiverged as err:
+        return _report_divergence(err)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_fit_defect(args) -> int:
+    from generators.dfmgan.api import fit_defect, load_config
+    from generators.dfmgan.checkpoint import TrainingDiverged, load_checkpoint
+    from inspect_train.data.category import load_category
+    from inspect_train.data.mvtec import scan_category
+    from inspect_train.protocol import get_partition, manifest_for_run
+
+    _positive_steps(args.steps)
+    backbone = load_checkpoint(args.backbone, kind="backbone")
+    res = int(backbone["resolution"])
+    trained_on = backbone["config"].get("category")
+    if trained_on and trained_on != args.category:
+        raise InputError(f"{args.backbone}: backbone was trained on category '{trained_on}', not '{args.category}'")
+    index = scan_category(args.data, args.category)
+    if args.defect not in index.defects:
+        raise InputError(f"{index.folder / 'test'}: no defect type '{args.defect}' "
+                         f"(have: {', '.join(index.defect_types)})")
+    out = Path(args.out)
+    manifest, manifest_path = manifest_for_run(index, args.manifest, out, args.partitions, args.split_seed)
+    part = get_partition(manifest, args.partition)
+    if args.defect not in part["defects"]:
+        raise InputError(f"{manifest_path}: partition {args.partition} has no split for '{args.defect}'")
+    base = part["defects"][args.defect]["base"]
+    data = load_category(args.data, args.category, size=(res, res), index=index)
+    if data.channels != int(backbone["channels"]):
+        raise InputError(f"{args.backbone}: backbone has {backbone['channels']} channel(s), "
+                         f"'{args.category}' has {data.channels}")
+    chosen = data.defects[args.defect].select(base)
+    config = load_config(args.config) if args.config else None
+    extra = {"category": args.category, "manifest": str(manifest_path), "partition": int(args.partition),
+             "base_images": list(base)}
+    print(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at {res}x{res} "
+          f"(manifest {manifest_path})")
+    try:
+        path = fit_defect(Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config,
+                          steps=args.steps, seed=args.seed, device=_device(args.device, args.threads), resume=args.resume,
+                          progress=not args.quiet, extra=extra)
+    except TrainingDiverged as err:
+        return _report_divergence(err)
+    print(f"wrote {path}")
+    return 0
+
+
+def run_describe(args) -> int:
+    from generators.dfmgan.api import load_config
+    from generators.dfmgan.describe import describe
+
+    if args.channels not in (1, 3):
+        raise InputError(f"--channels {args.channels}: must be 1 or 3")
+    counts = describe(load_config(args.config), args.channels)
+    if args.json:
+        print(json.dumps(counts))
+    else:
+        for key, value in counts.items():
+            print(f"{key:>18}: {value:>12,}" if isinstance(value, int) else f"{key:>18}: {value}")
+    return 0
+
+
+def _positive_steps(steps) -> None:
+    if steps is not None and steps < 0:
+        raise InputError(f"--steps {steps}: must be 0 or more")

@@ -1,0 +1,352 @@
+"""DFMGAN networks in one file: a StyleGAN2 generator with optional defect modules, and the discriminators.
+
+Why one file: the whole model should be readable top to bottom. Layers use the
+equalised learning rate of StyleGAN2 (weights stored at unit variance, scaled at
+run time). Modulation is applied to the activations and demodulation to the
+output (the "non-fused" form), which is the same maths as a grouped per-sample
+convolution but runs as one ordinary convolution for the whole batch.
+
+Stage 2 (DFMGAN): a defect mapping network maps z_defect to w_defect; residual
+blocks beside the synthesis blocks from `res_start` up produce defect features;
+a ToMask layer on the first residual block gives the mask logits M; residual
+features are added to the object features only where M >= 0 (hard gate). With
+the residual path off the same z_object gives the paired defect-free image.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SQRT2 = math.sqrt(2.0)
+
+
+def lrelu(x: torch.Tensor) -> torch.Tensor:
+    """Leaky ReLU with the StyleGAN gain that keeps activations at unit variance."""
+    return F.leaky_relu(x, 0.2) * SQRT2
+
+
+def channels_at(res: int, base: int, cmax: int) -> int:
+    return int(min(base // res, cmax))
+
+
+class EqualLinear(nn.Module):
+    def __init__(self, in_f: int, out_f: int, bias_init: float = 0.0, lr_mul: float = 1.0, activate: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_f, in_f) / lr_mul)
+        self.bias = nn.Parameter(torch.full((out_f,), float(bias_init)))
+        self.w_gain = lr_mul / math.sqrt(in_f)
+        self.lr_mul = lr_mul
+        self.activate = activate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.linear(x, self.weight * self.w_gain, self.bias * self.lr_mul)
+        return lrelu(x) if self.activate else x
+
+
+class EqualConv2d(nn.Module):
+    """Plain conv with equalised lr; `down` halves the resolution after the conv (average pooling)."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True,
+                 down: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
+        self.w_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.activate, self.down, self.pad = activate, down, kernel // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, self.weight * self.w_gain, self.bias, padding=self.pad)
+        if self.down:
+            x = F.avg_pool2d(x, 2)
+        return lrelu(x) if self.activate else x
+
+
+class ModulatedConv2d(nn.Module):
+    """Style-modulated conv: scale input channels by the style, convolve, then (optionally) demodulate."""
+
+    def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True, up: bool = False):
+        super().__init__()
+        self.affine = EqualLinear(w_dim, in_ch, bias_init=1.0)
+        self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
+        self.w_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
+        self.demodulate, self.up, self.pad = demodulate, up, kernel // 2
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        styles = self.affine(w)  # (N, in)
+        weight = self.weight * self.w_gain
+        if self.up:
+            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
+        x = F.conv2d(x * styles[:, :, None, None], weight, padding=self.pad)
+        if self.demodulate:
+            # |w'|^2 summed over (in, k, k) for each sample and output channel, without building w'.
+            norm = styles.square() @ weight.square().sum(dim=(2, 3)).t()  # (N, out)
+            x = x * torch.rsqrt(norm + 1e-8)[:, :, None, None]
+        return x
+
+
+class StyleLayer(nn.Module):
+    """Modulated 3x3 conv + per-pixel noise (learned strength) + bias + activation."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, up: bool = False):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 3, w_dim, up=up)
+        self.noise_strength = nn.Parameter(torch.zeros(()))
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        x = self.conv(x, w) + noise * self.noise_strength
+        return lrelu(x + self.bias[None, :, None, None])
+
+
+class ToImage(nn.Module):
+    """1x1 modulated conv without demodulation (ToRGB, and ToMask with one output channel)."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int):
+        super().__init__()
+        self.conv = ModulatedConv2d(in_ch, out_ch, 1, w_dim, demodulate=False)
+        self.bias = nn.Parameter(torch.zeros(out_ch))
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        return self.conv(x, w) + self.bias[None, :, None, None]
+
+
+class MappingNetwork(nn.Module):
+    """z -> w: normalise z, then an MLP with a reduced learning rate; tracks the mean w for truncation."""
+
+    def __init__(self, z_dim: int, w_dim: int, layers: int, lr_mul: float = 0.01):
+        super().__init__()
+        dims = [z_dim] + [w_dim] * layers
+        self.net = nn.Sequential(*[EqualLinear(a, b, lr_mul=lr_mul, activate=True) for a, b in zip(dims, dims[1:])])
+        self.register_buffer("w_avg", torch.zeros(w_dim))
+        self.z_dim = z_dim
+
+    def forward(self, z: torch.Tensor, truncation: float = 1.0, track_beta: float | None = None) -> torch.Tensor:
+        z = z * torch.rsqrt(z.square().mean(dim=1, keepdim=True) + 1e-8)
+        w = self.net(z)
+        if track_beta is not None:
+            with torch.no_grad():
+                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, track_beta))
+        if truncation != 1.0:
+            w = self.w_avg.lerp(w, truncation)
+        return w
+
+
+class SynthesisBlock(nn.Module):
+    """One resolution of the backbone: (upsample +) two style layers, then a skip ToRGB."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, img_channels: int, first: bool):
+        super().__init__()
+        self.first = first
+        if first:
+            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            self.conv0 = None
+        else:
+            self.conv0 = StyleLayer(in_ch, out_ch, w_dim, up=True)
+        self.conv1 = StyleLayer(out_ch, out_ch, w_dim)
+        self.to_rgb = ToImage(out_ch, img_channels, w_dim)
+
+    @property
+    def n_noise(self) -> int:
+        return 1 if self.first else 2
+
+    def features(self, x: torch.Tensor | None, w: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        if self.first:
+            x = self.const[None].expand(w.shape[0], -1, -1, -1)
+        else:
+            x = self.conv0(x, w, noise[1])
+        return self.conv1(x, w, noise[0])
+
+    def rgb(self, x: torch.Tensor, img: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
+        y = self.to_rgb(x, w)
+        if img is None:
+            return y
+        return F.interpolate(img, scale_factor=2, mode="bilinear", align_corners=False) + y
+
+
+class ResidualBlock(nn.Module):
+    """Defect-aware residual block: same shape as the synthesis block beside it, modulated by w_defect."""
+
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int):
+        super().__init__()
+        self.conv0 = StyleLayer(in_ch, out_ch, w_dim, up=True)
+        self.conv1 = StyleLayer(out_ch, out_ch, w_dim)
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
+        return self.conv1(self.conv0(x, w, noise[1]), w, noise[0])
+
+
+class Generator(nn.Module):
+    """StyleGAN2 backbone; `add_defect_modules()` attaches the DFMGAN stage-2 modules."""
+
+    def __init__(self, config: dict, img_channels: int):
+        super().__init__()
+        self.config = dict(config)
+        self.resolution = int(config["resolution"])
+        self.img_channels = int(img_channels)
+        self.z_dim, self.w_dim = int(config["z_dim"]), int(config["w_dim"])
+        self.res_start = int(config["res_start"])
+        base, cmax = int(config["channel_base"]), int(config["channel_max"])
+        self.ch = lambda r: channels_at(r, base, cmax)  # noqa: E731
+        self.resolutions = [2 ** i for i in range(2, int(math.log2(self.resolution)) + 1)]
+        self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(config["mapping_layers"]),
+                                      float(config.get("mapping_lr_mul", 0.01)))
+        self.blocks = nn.ModuleList(
+            SynthesisBlock(self.ch(max(r // 2, 4)), self.ch(r), self.w_dim, self.img_channels, first=(r == 4))
+            for r in self.resolutions
+        )
+        self.defect_mapping = None
+        self.res_blocks = None
+        self.to_mask = None
+
+    # ----- stage 2 -------------------------------------------------------------------------------
+    def add_defect_modules(self) -> None:
+        cfg = self.config
+        self.defect_mapping = MappingNetwork(self.z_dim, self.w_dim, int(cfg["mapping_layers"]),
+                                             float(cfg.get("mapping_lr_mul", 0.01)))
+        self.res_blocks = nn.ModuleDict(
+            {str(r): ResidualBlock(self.ch(r // 2), self.ch(r), self.w_dim) for r in self.resolutions
+             if r >= self.res_start}
+        )
+        self.to_mask = ToImage(self.ch(self.res_start), 1, self.w_dim)
+
+    @property
+    def has_defect(self) -> bool:
+        return self.res_blocks is not None
+
+    def stage2_modules(self) -> list[nn.Module]:
+        return [self.defect_mapping, self.res_blocks, self.to_mask]
+
+    def backbone_modules(self) -> list[nn.Module]:
+        return [self.mapping, self.blocks]
+
+    # ----- noise ---------------------------------------------------------------------------------
+    def make_noise(self, n: int, device, rng: torch.Generator | None = None) -> dict[int, list[torch.Tensor]]:
+        """Per-layer noise maps for n samples, keyed by resolution (backbone and residual layers alike)."""
+        def draw(res):
+            where = rng.device if rng is not None else device
+            return torch.randn(n, 1, res, res, device=where, generator=rng).to(device)
+        noise = {r: [draw(r) for _ in range(b.n_noise)] for r, b in zip(self.resolutions, self.blocks)}
+        if self.has_defect:
+            for r in self.res_blocks:
+                noise[-int(r)] = [draw(int(r)), draw(int(r))]
+        return noise
+
+    # ----- forward passes ------------------------------------------------------------------------
+    def synthesize(self, w: torch.Tensor, noise: dict) -> torch.Tensor:
+        """Backbone only: w (N, w_dim) -> image (N, C, R, R), roughly in [-1, 1]."""
+        x = img = None
+        for r, block in zip(self.resolutions, self.blocks):
+            x = block.features(x, w, noise[r])
+            img = block.rgb(x, img, w)
+        return img
+
+    def synthesize_defect(self, w: torch.Tensor, w_defect: torch.Tensor, noise: dict, with_good: bool = True):
+        """Defect image, mask logits M at full resolution, and (optionally) the paired good image.
+
+        Layers below `res_start` run once; from there the good and defect branches run as one batch
+        of 2N through the backbone blocks (the good half is exactly the backbone pass).
+        """
+        n = w.shape[0]
+        x = img = mask = res_x = None
+        ww = torch.cat([w, w]) if with_good else w
+        for r, block in zip(self.resolutions, self.blocks):
+            if r < self.res_start:
+                x = block.features(x, w, noise[r])
+                img = block.rgb(x, img, w)
+                continue
+            res_x = self.res_blocks[str(r)](x if r == self.res_start else res_x, w_defect, noise[-r])
+            if r == self.res_start:
+                mask = self.to_mask(res_x, w_defect)
+                if with_good:
+                    x = torch.cat([x, x])
+                    img = None if img is None else torch.cat([img, img])
+            layer_noise = [torch.cat([t, t]) for t in noise[r]] if with_good else noise[r]
+            x = block.features(x, ww, layer_noise)
+            gate = (upsample_to(mask, r) >= 0).to(x.dtype)
+            added = res_x * gate
+            x = torch.cat([x[:n], x[n:] + added]) if with_good else x + added
+            img = block.rgb(x, img, ww)
+        mask_full = upsample_to(mask, self.resolution)
+        if with_good:
+            return img[n:], mask_full, img[:n]
+        return img, mask_full, None
+
+
+def upsample_to(mask: torch.Tensor, res: int) -> torch.Tensor:
+    if mask.shape[-1] == res:
+        return mask
+    return F.interpolate(mask, size=(res, res), mode="bilinear", align_corners=False)
+
+
+class MinibatchStd(nn.Module):
+    """Append the mean standard deviation across a group of samples as one extra feature map."""
+
+    def __init__(self, group: int = 4):
+        super().__init__()
+        self.group = group
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, c, h, w = x.shape
+        g = min(self.group, n)
+        while n % g:
+            g -= 1
+        y = x.reshape(g, -1, c, h, w)
+        y = (y.var(dim=0, unbiased=False) + 1e-8).sqrt().mean(dim=(1, 2, 3))  # (N/g,)
+        y = y.reshape(-1, 1, 1, 1).repeat(g, 1, h, w)
+        return torch.cat([x, y], dim=1)
+
+
+class DiscriminatorBlock(nn.Module):
+    """Residual block: two 3x3 convs (the second halves the resolution) plus a 1x1 skip, scaled by 1/sqrt(2)."""
+
+    def __init__(self, in_ch: int, out_ch: int):
+        super().__init__()
+        self.conv0 = EqualConv2d(in_ch, in_ch, 3)
+        self.conv1 = EqualConv2d(in_ch, out_ch, 3, down=True)
+        self.skip = EqualConv2d(in_ch, out_ch, 1, bias=False, activate=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        skip = self.skip(F.avg_pool2d(x, 2))
+        return (self.conv1(self.conv0(x)) + skip) / SQRT2
+
+
+class Discriminator(nn.Module):
+    """StyleGAN2 residual discriminator with minibatch standard deviation; one logit per image."""
+
+    def __init__(self, resolution: int, in_channels: int, channel_base: int, channel_max: int, mbstd_group: int = 4):
+        super().__init__()
+        ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
+        self.resolution, self.in_channels = int(resolution), int(in_channels)
+        self.from_rgb = EqualConv2d(in_channels, ch(resolution), 1)
+        resolutions = [2 ** i for i in range(int(math.log2(resolution)), 2, -1)]
+        self.blocks = nn.Sequential(*[DiscriminatorBlock(ch(r), ch(r // 2)) for r in resolutions])
+        self.mbstd = MinibatchStd(mbstd_group)
+        self.conv = EqualConv2d(ch(4) + 1, ch(4), 3)
+        self.fc = EqualLinear(ch(4) * 16, ch(4), activate=True)
+        self.out = EqualLinear(ch(4), 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.blocks(self.from_rgb(x))
+        x = self.conv(self.mbstd(x))
+        return self.out(self.fc(x.flatten(1))).squeeze(1)
+
+
+def build_discriminator(config: dict, img_channels: int) -> Discriminator:
+    return Discriminator(config["resolution"], img_channels, int(config["d_channel_base"]),
+                         int(config["d_channel_max"]), int(config.get("mbstd_group", 4)))
+
+
+def build_dmatch(config: dict, img_channels: int) -> Discriminator:
+    """D_match: a narrower discriminator on image + mask (one extra input channel)."""
+    return Discriminator(config["resolution"], img_channels + 1, int(config["dmatch_channel_base"]),
+                         int(config["dmatch_channel_max"]), int(config.get("mbstd_group", 4)))
+
+
+def count_params(modules) -> int:
+    if isinstance(modules, nn.Module):
+        modules = [modules]
+    return sum(p.numel() for m in modules for p in m.parameters())

@@ -1,0 +1,69 @@
+"""DFMGANGenerator: the in-loop sampler (implements generators.base.DefectGenerator).
+
+One stage-2 checkpoint per defect type. A call draws z_object, z_defect and the
+noise maps from the given torch.Generator, runs the shared low-resolution layers
+once and the good/defect branches as one batch, and returns everything on the
+generator's device.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from generators.base import SyntheticBatch
+from generators.dfmgan.checkpoint import load_checkpoint
+from generators.dfmgan.networks import Generator
+from inspect_train.errors import InputError
+
+
+class DFMGANGenerator:
+    def __init__(self, checkpoints: dict[str, Path], device="cpu", truncation: float = 1.0):
+        if not checkpoints:
+            raise InputError("DFMGAN: no stage-2 checkpoint given")
+        self.device = torch.device(device)
+        self.truncation = float(truncation)
+        self.defect_types = list(checkpoints)
+        self._nets: dict[str, Generator] = {}
+        self.info: dict[str, dict] = {}
+        shapes = set()
+        for defect_type, path in checkpoints.items():
+            state = load_checkpoint(path, kind="defect")
+            G = Generator(state["config"], state["channels"])
+            G.add_defect_modules()
+            G.load_state_dict(state["G_ema"])
+            self._nets[defect_type] = G.to(self.device).eval().requires_grad_(False)
+            self.info[defect_type] = {k: state.get(k) for k in ("defect_type", "step", "backbone_checkpoint",
+                                                                 "manifest", "partition", "category")}
+            shapes.add((int(state["resolution"]), int(state["channels"])))
+        if len(shapes) > 1:
+            raise InputError(f"DFMGAN: checkpoints disagree on resolution/channels {sorted(shapes)}")
+        self.resolution, self.channels = shapes.pop()
+
+    @classmethod
+    def from_paths(cls, paths: list[Path], device="cpu", truncation: float = 1.0) -> "DFMGANGenerator":
+        """Build from checkpoint files alone; the defect type is read from each checkpoint."""
+        mapping = {}
+        for path in paths:
+            defect_type = load_checkpoint(path, kind="defect")["defect_type"]
+            if defect_type in mapping:
+                raise InputError(f"{path}: a second checkpoint for defect type '{defect_type}'")
+            mapping[defect_type] = Path(path)
+        return cls(mapping, device=device, truncation=truncation)
+
+    @torch.no_grad()
+    def sample(self, n: int, defect_type: str, rng: torch.Generator) -> SyntheticBatch:
+        if defect_type not in self._nets:
+            raise InputError(f"DFMGAN: no checkpoint for defect type '{defect_type}' (have {self.defect_types})")
+        G = self._nets[defect_type]
+        where = rng.device
+        z = torch.randn(n, G.z_dim, generator=rng, device=where).to(self.device)
+        z_def = torch.randn(n, G.z_dim, generator=rng, device=where).to(self.device)
+        noise = G.make_noise(n, self.device, rng)
+        w = G.mapping(z, truncation=self.truncation)
+        w_def = G.defect_mapping(z_def, truncation=self.truncation)
+        defect, mask_logits, good = G.synthesize_defect(w, w_def, noise, with_good=True)
+        to01 = lambda x: (x.clamp(-1, 1) + 1) / 2  # noqa: E731
+        labels = torch.full((n,), self.defect_types.index(defect_type), dtype=torch.long, device=self.device)
+        return SyntheticBatch(to01(defect), (mask_logits >= 0).float(), labels, to01(good))

@@ -1,0 +1,129 @@
+"""Stage 1: a data-efficient StyleGAN2 on defect-free images.
+
+Non-saturating logistic loss, lazy R1 on reals, EMA of G, differentiable
+augmentation on everything D sees. All randomness comes from the global torch
+RNG (seeded once, saved in every checkpoint), so a resumed run continues with
+exactly the numbers an uninterrupted run would have produced.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from generators.dfmgan.augment import augment, parse_policy
+from generators.dfmgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from generators.dfmgan.config import check_config
+from generators.dfmgan.grids import image_grid
+from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
+from generators.dfmgan.networks import Generator, build_discriminator
+from inspect_train.errors import InputError
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, to_float,
+                                        update_ema)
+
+BACKBONE_FILE = "backbone.pt"
+
+
+def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, steps: int | None = None,
+                   seed: int = 0, device: str = "cpu", resume: bool = False, progress: bool = True) -> Path:
+    check_config(config)
+    resolution = int(config["resolution"])
+    check_images(train_good, resolution, "train/good")
+    stage = config["stage1"]
+    parse_policy(stage.get("augment"))
+    dev = device_of(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / BACKBONE_FILE
+    channels = int(train_good.shape[1])
+    total = int(steps if steps is not None else stage["steps"])
+    batch, r1_every = int(stage["batch"]), int(stage["r1_interval"])
+    r1_gamma, policy = float(stage["r1_gamma"]), stage.get("augment")
+
+    torch.manual_seed(seed)
+    G = Generator(config, channels).to(dev)
+    D = build_discriminator(config, channels).to(dev)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    opt_G = adam(G.parameters(), stage)
+    opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, kind="backbone")
+        try:
+            G.load_state_dict(state["G"])
+            G_ema.load_state_dict(state["G_ema"])
+            D.load_state_dict(state["D"])
+            opt_G.load_state_dict(state["opt_G"])
+            opt_D.load_state_dict(state["opt_D"])
+        except (RuntimeError, ValueError, KeyError):
+            raise InputError(f"{ckpt_path}: cannot resume, it was trained with another config or channel count "
+                             f"(start a new --out or drop --resume)") from None
+        step = int(state["step"])
+        set_rng_state(state["rng"], dev)
+
+    def snapshot() -> dict:
+        return {
+            "kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
+            "step": step, "seed": seed, "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rng_state(dev),
+            "n_train_images": int(train_good.shape[0]),
+        }
+
+    writer = SummaryWriter(str(out_dir / "tb"))
+    grid_z = fixed_latents(16, G.z_dim, dev)
+    grid_noise = G.make_noise(16, dev, torch.Generator().manual_seed(2025))
+    log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
+    grid_every = int(stage.get("grid_every", save_every))
+    bar = tqdm(total=total, initial=step, disable=not progress, desc="stage 1 (backbone)", unit="step")
+    try:
+        while step < total:
+            # Generator step: D frozen, gradients flow through augmentation into G.
+            D.requires_grad_(False)
+            z = torch.randn(batch, G.z_dim, device=dev)
+            w = G.mapping(z, track_beta=0.995)
+            fake = G.synthesize(w, G.make_noise(batch, dev))
+            loss_G = g_nonsaturating(D(augment(fake, policy)))
+            guard_finite({"G": loss_G}, step, ckpt_path)
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
+            opt_G.step()
+
+            # Discriminator step on the same fakes (detached) and a fresh real batch.
+            D.requires_grad_(True)
+            idx = torch.randint(0, train_good.shape[0], (batch,))
+            real = to_float(train_good[idx], dev)
+            loss_D = d_logistic(D(augment(real, policy)), D(augment(fake.detach(), policy)))
+            losses = {"D": loss_D}
+            if step % r1_every == 0:
+                r1 = r1_penalty(lambda x: D(augment(x, policy)), real)
+                losses["R1"] = r1
+                loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
+            guard_finite(losses, step, ckpt_path)
+            opt_D.zero_grad(set_to_none=True)
+            loss_D.backward()
+            opt_D.step()
+
+            update_ema(G_ema, G, stage, step)
+            step += 1
+            bar.update(1)
+            if step % log_every == 0 or step == total:
+                values = {"G": loss_G.item(), **{k: v.item() for k, v in losses.items()}}
+                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
+                for k, v in values.items():
+                    writer.add_scalar(f"stage1/loss_{k}", v, step)
+            if step % grid_every == 0 or step == total:
+                with torch.no_grad():
+                    grid = image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)
+                writer.add_image("stage1/samples_ema", grid, step)
+            if step % save_every == 0 or step == total:
+                save_checkpoint(snapshot(), ckpt_path)
+    finally:
+        bar.close()
+        writer.close()
+    if not ckpt_path.exists():  # steps=0 or already done: still leave a checkpoint behind
+        save_checkpoint(snapshot(), ckpt_path)
+    return ckpt_path

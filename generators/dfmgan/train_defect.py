@@ -1,0 +1,173 @@
+"""Stage 2: learn one defect type on top of a frozen backbone.
+
+Trainable: defect mapping, residual blocks, ToMask (G side); D (initialised from
+stage 1) and D_match (from scratch) on the D side. G's loss: adversarial on D
+(image) and D_match (image + tanh(10 M)) plus the mode-seeking term on pairs that
+share z_object and differ in z_defect. Same RNG and checkpoint rules as stage 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+
+import torch
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+from generators.dfmgan.augment import augment, parse_policy
+from generators.dfmgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from generators.dfmgan.grids import triplet_grid
+from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
+from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, to_float,
+                                        update_ema)
+from inspect_train.errors import InputError
+
+
+def defect_file(defect_type: str) -> str:
+    return "defect_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", defect_type) + ".pt"
+
+
+def build_stage2_generator(backbone_state: dict) -> Generator:
+    """The stage-1 EMA generator with fresh stage-2 modules attached (init drawn from the global RNG)."""
+    G = Generator(backbone_state["config"], backbone_state["channels"])
+    G.load_state_dict(backbone_state["G_ema"])
+    G.add_defect_modules()
+    return G
+
+
+def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks: torch.Tensor, defect_type: str,
+                 out_dir: Path, *, config: dict | None = None, steps: int | None = None, seed: int = 0,
+                 device: str = "cpu", resume: bool = False, progress: bool = True,
+                 extra: dict | None = None) -> Path:
+    backbone = load_checkpoint(backbone_ckpt, kind="backbone")
+    net_config = backbone["config"]
+    stage = dict((config or net_config)["stage2"])
+    resolution, channels = int(backbone["resolution"]), int(backbone["channels"])
+    check_images(defect_images, resolution, f"defect '{defect_type}'", defect_masks)
+    if int(defect_images.shape[1]) != channels:
+        raise InputError(f"defect '{defect_type}': images have {defect_images.shape[1]} channels, the backbone "
+                         f"{backbone_ckpt} was trained on {channels}")
+    if defect_masks.dtype != torch.bool:
+        defect_masks = defect_masks > 0
+    batch = int(stage["batch"])
+    if batch < 2 or batch % 2:
+        raise InputError(f"stage2.batch must be even and at least 2 for the mode-seeking pairs (got {batch})")
+    parse_policy(stage.get("augment"))
+    dev = device_of(device)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out_dir / defect_file(defect_type)
+    total = int(steps if steps is not None else stage["steps"])
+    r1_every, r1_gamma, policy = int(stage["r1_interval"]), float(stage["r1_gamma"]), stage.get("augment")
+    ms_weight, dm_weight = float(stage.get("mode_seek_weight", 0.1)), float(stage.get("dmatch_weight", 1.0))
+
+    torch.manual_seed(seed)
+    G = build_stage2_generator(backbone).to(dev)
+    for module in G.backbone_modules():
+        module.requires_grad_(False)
+    D = build_discriminator(net_config, channels).to(dev)
+    D.load_state_dict(backbone["D"])
+    Dm = build_dmatch(net_config, channels).to(dev)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    g_params = [p for m in G.stage2_modules() for p in m.parameters()]
+    opt_G = adam(g_params, stage)
+    opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
+    step = 0
+    if resume and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path, kind="defect")
+        try:
+            for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("D_match", Dm)):
+                module.load_state_dict(state[name])
+            opt_G.load_state_dict(state["opt_G"])
+            opt_D.load_state_dict(state["opt_D"])
+        except (RuntimeError, ValueError, KeyError):
+            raise InputError(f"{ckpt_path}: cannot resume, it was trained from another backbone or config "
+                             f"(start a new --out or drop --resume)") from None
+        step = int(state["step"])
+        set_rng_state(state["rng"], dev)
+
+    def snapshot() -> dict:
+        return {
+            "kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
+            "resolution": resolution, "defect_type": defect_type, "step": step, "seed": seed,
+            "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
+            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "D_match": Dm.state_dict(),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rng_state(dev),
+            **(extra or {}),
+        }
+
+    writer = SummaryWriter(str(out_dir / "tb" / defect_file(defect_type)[:-3]))
+    grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
+    grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
+    log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
+    grid_every = int(stage.get("grid_every", save_every))
+    real_masks = defect_masks.float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
+    half = batch // 2
+    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"stage 2 ({defect_type})", unit="step")
+    try:
+        while step < total:
+            D.requires_grad_(False)
+            Dm.requires_grad_(False)
+            z_half = torch.randn(half, G.z_dim, device=dev)
+            z = torch.cat([z_half, z_half])  # pairs share the object, differ in the defect code
+            z_def = torch.randn(batch, G.z_dim, device=dev)
+            with torch.no_grad():
+                w = G.mapping(z)
+            w_def = G.defect_mapping(z_def, track_beta=0.995)
+            fake, mask_logits, _ = G.synthesize_defect(w, w_def, G.make_noise(batch, dev), with_good=False)
+            soft = torch.tanh(10 * mask_logits)
+            loss_adv = g_nonsaturating(D(augment(fake, policy, channels)))
+            loss_match = g_nonsaturating(Dm(augment(torch.cat([fake, soft], 1), policy, channels)))
+            loss_ms = mode_seeking(w_def[:half], w_def[half:], soft[:half], soft[half:])
+            loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
+            guard_finite({"G": loss_G}, step, ckpt_path)
+            opt_G.zero_grad(set_to_none=True)
+            loss_G.backward()
+            opt_G.step()
+
+            D.requires_grad_(True)
+            Dm.requires_grad_(True)
+            idx = torch.randint(0, defect_images.shape[0], (batch,))
+            real = to_float(defect_images[idx], dev)
+            real_pair = torch.cat([real, real_masks[idx].to(dev)], 1)
+            fake_pair = torch.cat([fake.detach(), soft.detach()], 1)
+            loss_D = d_logistic(D(augment(real, policy, channels)), D(augment(fake.detach(), policy, channels)))
+            loss_Dm = d_logistic(Dm(augment(real_pair, policy, channels)), Dm(augment(fake_pair, policy, channels)))
+            losses = {"D": loss_D, "D_match": loss_Dm}
+            total_D = loss_D + loss_Dm
+            if step % r1_every == 0:
+                r1 = r1_penalty(lambda x: D(augment(x, policy, channels)), real)
+                r1m = r1_penalty(lambda x: Dm(augment(x, policy, channels)), real_pair)
+                losses.update({"R1": r1, "R1_match": r1m})
+                total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
+            guard_finite(losses, step, ckpt_path)
+            opt_D.zero_grad(set_to_none=True)
+            total_D.backward()
+            opt_D.step()
+
+            update_ema(G_ema, G, stage, step)
+            step += 1
+            bar.update(1)
+            if step % log_every == 0 or step == total:
+                values = {"G": loss_G.item(), "G_adv": loss_adv.item(), "G_match": loss_match.item(),
+                          "mode_seek": loss_ms.item(), "mask_area": float((mask_logits >= 0).float().mean()),
+                          **{k: v.item() for k, v in losses.items()}}
+                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("G", "D", "D_match", "mask_area")})
+                for k, v in values.items():
+                    writer.add_scalar(f"stage2/{k}", v, step)
+            if step % grid_every == 0 or step == total:
+                with torch.no_grad():
+                    d, m, g = G_ema.synthesize_defect(G_ema.mapping(grid_z), G_ema.defect_mapping(grid_zd),
+                                                      grid_noise, with_good=True)
+                writer.add_image("stage2/defect|mask|good", triplet_grid(d, m, g), step)
+            if step % save_every == 0 or step == total:
+                save_checkpoint(snapshot(), ckpt_path)
+    finally:
+        bar.close()
+        writer.close()
+    if not ckpt_path.exists():
+        save_checkpoint(snapshot(), ckpt_path)
+    return ckpt_path

@@ -1,0 +1,77 @@
+"""Pieces shared by both training stages: inputs, optimisers, EMA, logging, finite-loss guard."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from generators.dfmgan.checkpoint import TrainingDiverged
+from inspect_train.errors import InputError
+
+
+def check_images(images: torch.Tensor, resolution: int, what: str, masks: torch.Tensor | None = None) -> None:
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
+        raise InputError(f"{what}: expected a uint8 (N, C, H, W) tensor")
+    if images.shape[0] < 1:
+        raise InputError(f"{what}: no images")
+    if images.shape[1] not in (1, 3):
+        raise InputError(f"{what}: {images.shape[1]} channels (expected 1 or 3)")
+    if tuple(images.shape[2:]) != (resolution, resolution):
+        raise InputError(f"{what}: images are {images.shape[3]}x{images.shape[2]}, the config needs "
+                         f"{resolution}x{resolution} (resize them first)")
+    if masks is not None:
+        if masks.dim() != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0] \
+                or tuple(masks.shape[2:]) != tuple(images.shape[2:]):
+            raise InputError(f"{what}: masks must be (N, 1, H, W) matching the images")
+
+
+def device_of(device: str | torch.device) -> torch.device:
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device}: CUDA is not available here")
+    return device
+
+
+def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """uint8 [0, 255] -> float [-1, 1] on the training device."""
+    return images_u8.to(device, non_blocking=True).float() / 127.5 - 1.0
+
+
+def adam(params, stage: dict, lazy_interval: int | None = None) -> torch.optim.Adam:
+    """Adam with the StyleGAN2 lazy-regularisation correction of lr and betas."""
+    lr, (b1, b2) = float(stage["lr"]), stage["betas"]
+    c = lazy_interval / (lazy_interval + 1) if lazy_interval else 1.0
+    return torch.optim.Adam(params, lr=lr * c, betas=(float(b1) ** c, float(b2) ** c), eps=1e-8)
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, stage: dict, step: int) -> None:
+    """Exponential moving average with a half-life in kimg, ramped up early in training."""
+    batch = int(stage["batch"])
+    ema_nimg = float(stage.get("ema_kimg", 10.0)) * 1000
+    rampup = stage.get("ema_rampup")
+    if rampup:
+        ema_nimg = min(ema_nimg, (step + 1) * batch * float(rampup))
+    beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
+    for p_ema, p in zip(ema.parameters(), model.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), model.buffers()):
+        b_ema.copy_(b)
+
+
+def guard_finite(losses: dict[str, torch.Tensor], step: int, ckpt: Path) -> None:
+    for name, value in losses.items():
+        value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+        if not math.isfinite(value):
+            raise TrainingDiverged(
+                f"training stopped at step {step}: loss {name} is {value}; "
+                f"the last good checkpoint is {ckpt if ckpt.exists() else '(none written yet)'}"
+            )
+
+
+def fixed_latents(n: int, z_dim: int, device: torch.device, seed: int = 2024) -> torch.Tensor:
+    """The same latents at every grid, whatever the training seed, so grids are comparable over time."""
+    return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)

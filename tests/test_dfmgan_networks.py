@@ -1,0 +1,110 @@
+"""DFMGAN networks at tiny size: shapes, modulated-conv maths, residual-off == backbone, describe counts."""
+
+import json
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from generators.dfmgan.api import load_config
+from generators.dfmgan.networks import (Generator, ModulatedConv2d, build_discriminator, build_dmatch)
+from inspect_train.cli import main
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, and the CPU is shared: avoid OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config("dfmgan-tiny")
+
+
+def _gen(config, channels, seed=0):
+    torch.manual_seed(seed)
+    G = Generator(config, channels)
+    G.add_defect_modules()
+    return G.eval()
+
+
+@pytest.mark.parametrize("channels", [1, 3])
+def test_shapes(tiny, channels):
+    G = _gen(tiny, channels)
+    n, res = 4, tiny["resolution"]
+    z, zd = torch.randn(n, G.z_dim), torch.randn(n, G.z_dim)
+    noise = G.make_noise(n, "cpu", torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        img = G.synthesize(G.mapping(z), noise)
+        defect, mask, good = G.synthesize_defect(G.mapping(z), G.defect_mapping(zd), noise)
+    assert img.shape == defect.shape == good.shape == (n, channels, res, res)
+    assert mask.shape == (n, 1, res, res)
+    D, Dm = build_discriminator(tiny, channels), build_dmatch(tiny, channels)
+    assert D(img).shape == (n,)
+    assert Dm(torch.cat([img, torch.tanh(10 * mask)], 1)).shape == (n,)
+
+
+def test_modulated_conv_matches_per_sample_weights():
+    """The batched form must equal StyleGAN2's definition: per-sample weights w * s, demodulated."""
+    torch.manual_seed(0)
+    conv = ModulatedConv2d(5, 7, 3, w_dim=6)
+    x, w = torch.randn(3, 5, 8, 8), torch.randn(3, 6)
+    out = conv(x, w)
+    styles = conv.affine(w)
+    for i in range(3):
+        weight = conv.weight * conv.w_gain * styles[i][None, :, None, None]
+        weight = weight / weight.square().sum(dim=(1, 2, 3), keepdim=True).add(1e-8).sqrt()
+        ref = F.conv2d(x[i:i + 1], weight, padding=1)
+        torch.testing.assert_close(out[i:i + 1], ref, atol=1e-5, rtol=1e-4)
+
+
+def test_residual_off_equals_backbone(tiny):
+    G = _gen(tiny, 3, seed=3)
+    n = 6
+    z, zd = torch.randn(n, G.z_dim), torch.randn(n, G.z_dim)
+    noise = G.make_noise(n, "cpu", torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        w = G.mapping(z)
+        backbone = G.synthesize(w, noise)
+        defect, mask, good = G.synthesize_defect(w, G.defect_mapping(zd), noise)
+        defect_only, mask2, _ = G.synthesize_defect(w, G.defect_mapping(zd), noise, with_good=False)
+    torch.testing.assert_close(good, backbone, atol=1e-5, rtol=0)
+    torch.testing.assert_close(defect_only, defect, atol=1e-5, rtol=0)
+    assert torch.equal(mask, mask2)
+    # where some mask is on, the defect image must differ from its good image (the residual path is live)
+    on = (mask >= 0).flatten(1).any(1)
+    assert on.any()
+    assert ((defect - good).abs().flatten(1).amax(1)[on] > 1e-4).all()
+
+
+def test_all_negative_mask_gives_the_good_image(tiny):
+    G = _gen(tiny, 1, seed=4)
+    with torch.no_grad():
+        G.to_mask.bias.fill_(-1e4)  # M < 0 everywhere: the hard gate closes
+    n = 3
+    noise = G.make_noise(n, "cpu", torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        defect, mask, good = G.synthesize_defect(G.mapping(torch.randn(n, G.z_dim)),
+                                                 G.defect_mapping(torch.randn(n, G.z_dim)), noise)
+    assert not (mask >= 0).any()
+    torch.testing.assert_close(defect, good, atol=1e-5, rtol=0)
+
+
+def test_describe_256_meets_paper_counts(capsys):
+    assert main(["gan", "describe", "--config", "configs/dfmgan-256.yaml", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    paper = {"G_backbone": 23.2e6, "stage2_trainable": 3.7e6, "D": 24e6, "D_match": 1.5e6}
+    for key, target in paper.items():
+        assert abs(counts[key] - target) / target < 0.15, (key, counts[key])
+
+
+def test_describe_keys_tiny(capsys):
+    assert main(["gan", "describe", "--config", "dfmgan-tiny", "--channels", "1", "--json"]) == 0
+    counts = json.loads(capsys.readouterr().out)
+    assert {"G_backbone", "stage2_trainable", "D", "D_match"} <= set(counts)
+    assert all(counts[k] > 0 for k in ("G_backbone", "stage2_trainable", "D", "D_match"))
+    assert counts["channels"] == 1

@@ -1,0 +1,147 @@
+"""DFMGAN training at tiny size: frozen backbone in stage 2, exact resume, divergence guard, CLI errors."""
+
+import copy
+import subprocess
+import sys
+
+import pytest
+import torch
+
+import generators.dfmgan.train_backbone as tb
+from generators.dfmgan.api import fit_backbone, fit_defect, load_config
+from generators.dfmgan.checkpoint import TrainingDiverged, load_checkpoint
+from inspect_train.cli import main
+from inspect_train.data.category import load_category
+from inspect_train.data.toy import write_toy_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny networks run fastest on one thread, and the CPU is shared: avoid OpenMP oversubscription."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def toy_root(tmp_path_factory):
+    return write_toy_dataset(tmp_path_factory.mktemp("dfmgan_toy"))
+
+
+@pytest.fixture(scope="module")
+def toy(toy_root):
+    return load_category(toy_root, "toy", size=(32, 32))
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_config("dfmgan-tiny")
+
+
+@pytest.fixture(scope="module")
+def backbone(toy, tiny, tmp_path_factory):
+    return fit_backbone(toy.train_good.images[:40], tiny, tmp_path_factory.mktemp("bb"), steps=3, progress=False)
+
+
+def _hole(toy):
+    return toy.defects["hole"].images[:5], toy.defects["hole"].masks[:5]
+
+
+def _equal_states(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_stage2_trains_only_the_defect_modules(backbone, toy, tmp_path):
+    images, masks = _hole(toy)
+    start = load_checkpoint(fit_defect(backbone, images, masks, "hole", tmp_path / "a", steps=0, progress=False))
+    after = load_checkpoint(fit_defect(backbone, images, masks, "hole", tmp_path / "b", steps=2, progress=False))
+    stage1 = load_checkpoint(backbone)
+    stage2_prefixes = ("defect_mapping.", "res_blocks.", "to_mask.")
+    changed = {k: not torch.equal(start["G"][k], after["G"][k]) for k in start["G"]}
+    backbone_keys = [k for k in changed if not k.startswith(stage2_prefixes)]
+    stage2_params = [k for k in changed if k.startswith(stage2_prefixes) and not k.endswith("w_avg")]
+    assert backbone_keys and stage2_params
+    assert not any(changed[k] for k in backbone_keys), [k for k in backbone_keys if changed[k]]
+    assert all(changed[k] for k in stage2_params), [k for k in stage2_params if not changed[k]]
+    # the frozen backbone is the stage-1 EMA generator, bit for bit
+    assert all(torch.equal(after["G"][k], stage1["G_ema"][k]) for k in backbone_keys)
+    # D starts from the stage-1 D and is fine-tuned; D_match starts from scratch (its own shape)
+    assert _equal_states(start["D"], stage1["D"])
+    assert not _equal_states(after["D"], stage1["D"])
+    assert start["D_match"]["from_rgb.weight"].shape[1] == toy.channels + 1
+    # only the stage-2 modules are in G's optimiser
+    n_opt = sum(len(g["params"]) for g in after["opt_G"]["param_groups"])
+    assert n_opt == len(stage2_params)
+
+
+def test_backbone_resume_gives_identical_next_steps(toy, tiny, tmp_path):
+    good = toy.train_good.images[:24]
+    straight = load_checkpoint(fit_backbone(good, tiny, tmp_path / "a", steps=5, seed=7, progress=False))
+    fit_backbone(good, tiny, tmp_path / "b", steps=2, seed=7, progress=False)
+    resumed = load_checkpoint(fit_backbone(good, tiny, tmp_path / "b", steps=5, seed=7, resume=True, progress=False))
+    assert resumed["step"] == straight["step"] == 5
+    for key in ("G", "G_ema", "D"):
+        assert _equal_states(straight[key], resumed[key]), key
+
+
+def test_defect_resume_gives_identical_next_steps(backbone, toy, tmp_path):
+    images, masks = _hole(toy)
+    straight = load_checkpoint(fit_defect(backbone, images, masks, "hole", tmp_path / "a", steps=5, seed=3,
+                                          progress=False))
+    fit_defect(backbone, images, masks, "hole", tmp_path / "b", steps=1, seed=3, progress=False)
+    resumed = load_checkpoint(fit_defect(backbone, images, masks, "hole", tmp_path / "b", steps=5, seed=3,
+                                         resume=True, progress=False))
+    for key in ("G", "G_ema", "D", "D_match"):
+        assert _equal_states(straight[key], resumed[key]), key
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(toy, tiny, tmp_path, monkeypatch):
+    config = copy.deepcopy(tiny)
+    config["stage1"]["save_every"] = 1
+    calls = {"n": 0}
+    real_loss = tb.g_nonsaturating
+
+    def poisoned(logits):
+        calls["n"] += 1
+        loss = real_loss(logits)
+        return loss * float("nan") if calls["n"] == 3 else loss
+
+    monkeypatch.setattr(tb, "g_nonsaturating", poisoned)
+    with pytest.raises(TrainingDiverged, match="loss G is nan"):
+        fit_backbone(toy.train_good.images[:16], config, tmp_path, steps=5, progress=False)
+    state = load_checkpoint(tmp_path / "backbone.pt")
+    assert state["step"] == 2
+    assert all(torch.isfinite(v).all() for v in state["G"].values())
+
+
+def test_bad_inputs_are_one_line_exit_2(backbone, toy_root, tmp_path, capsys):
+    state = load_checkpoint(backbone)
+    state["config"] = {**state["config"], "category": "hazelnut"}
+    other = tmp_path / "other_category.pt"
+    torch.save(state, other)
+    cases = [
+        ["gan", "fit-defect", "--backbone", str(other), "--data", str(toy_root), "--category", "toy",
+         "--defect", "hole", "--partition", "1", "--out", str(tmp_path)],
+        ["gan", "fit-defect", "--backbone", str(backbone), "--data", str(toy_root), "--category", "toy",
+         "--defect", "nosuch", "--partition", "1", "--out", str(tmp_path)],
+        ["gan", "fit-defect", "--backbone", str(tmp_path / "missing.pt"), "--data", str(toy_root),
+         "--category", "toy", "--defect", "hole", "--partition", "1", "--out", str(tmp_path)],
+        ["gan", "fit-defect", "--backbone", str(backbone), "--data", str(toy_root), "--category", "toy",
+         "--defect", "hole", "--partition", "9", "--out", str(tmp_path)],
+        ["gan", "fit-backbone", "--data", str(toy_root), "--category", "toy", "--config", "dfmgan-tiny",
+         "--resolution", "48", "--out", str(tmp_path)],
+        ["generate", "--checkpoint", str(backbone), "--n", "2", "--out", str(tmp_path / "g")],
+    ]
+    for argv in cases:
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("inspect-train: error:") and "\n" not in err, err
+
+
+def test_cli_subprocess_reports_missing_checkpoint(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "inspect_train", "generate", "--checkpoint",
+                           str(tmp_path / "none.pt"), "--n", "1", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "checkpoint not found" in proc.stderr
