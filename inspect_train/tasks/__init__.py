@@ -1,0 +1,1 @@
+"""Downstream tasks (classify, segment): train on real + fresh synthetic batches, evaluate on the test split."""

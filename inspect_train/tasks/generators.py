@@ -1,0 +1,121 @@
+"""The generator behind each `--aug` choice, for any downstream task.
+
+Classic generators are built per partition from its base set. DFMGAN
+generators are trained when missing (stage 1 once per category, stage 2 per
+defect type and partition) and cached under one folder with an index.json
+that records which base images each was trained on, so a cached generator is
+never reused for a partition whose base set differs (that would leak test
+images into training).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from generators.classic.registry import build_generator
+from inspect_train.data.category import CategoryData
+from inspect_train.errors import InputError
+from inspect_train.protocol import write_json_atomic
+
+INDEX = "index.json"
+
+
+class DFMGANCache:
+    """Stage-1/stage-2 checkpoints under `folder`: backbone/, p<k>/<defect>/, index.json."""
+
+    def __init__(self, folder: Path, config: dict, gan_data: CategoryData, *, seed: int = 0, device="cpu",
+                 backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
+                 manifest_path: str | None = None, say: Callable[[str], None] = print):
+        self.folder = Path(folder)
+        self.config, self.data = config, gan_data
+        self.seed, self.device, self.progress = seed, str(device), progress
+        self.backbone_steps, self.defect_steps = backbone_steps, defect_steps
+        self.manifest_path, self.say = manifest_path, say
+        self.index = self._read_index()
+
+    def _read_index(self) -> dict:
+        path = self.folder / INDEX
+        identity = {"category": self.data.index.category, "config": self.config.get("name"),
+                    "resolution": int(self.config["resolution"]), "channels": self.data.channels}
+        if not path.exists():
+            return {**identity, "backbone": None, "defects": {}}
+        try:
+            index = json.loads(path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise InputError(f"{path}: not a valid generator index") from None
+        for key, value in identity.items():
+            if index.get(key) != value:
+                raise InputError(f"{path}: generators were trained for {key} = {index.get(key)!r}, this run needs "
+                                 f"{value!r}; use another --generators folder")
+        return index
+
+    def _save(self) -> None:
+        write_json_atomic(self.index, self.folder / INDEX)
+
+    def backbone(self) -> Path:
+        entry = self.index.get("backbone")
+        if entry and (self.folder / entry["checkpoint"]).exists():
+            return self.folder / entry["checkpoint"]
+        from generators.dfmgan.api import fit_backbone
+
+        self.say(f"DFMGAN stage 1: training the backbone on {len(self.data.train_good)} train/good images "
+                 f"-> {self.folder / 'backbone'}")
+        path = fit_backbone(self.data.train_good.images, self.config, self.folder / "backbone",
+                            steps=self.backbone_steps, seed=self.seed, device=self.device, resume=True,
+                            progress=self.progress)
+        self.index["backbone"] = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
+        self._save()
+        return Path(path)
+
+    def checkpoints(self, partition: int, base_names: dict[str, list[str]]) -> dict[str, Path]:
+        """One stage-2 checkpoint per defect type of this partition, trained here when missing."""
+        result = {}
+        for defect, names in sorted(base_names.items()):
+            key = f"p{partition}"
+            entry = self.index["defects"].get(key, {}).get(defect)
+            if entry is not None:
+                if sorted(entry["base"]) != sorted(names):
+                    raise InputError(
+                        f"{self.folder / INDEX}: the P{partition} '{defect}' generator was trained on another base "
+                        "set (another manifest?); reusing it would show test images to training. "
+                        "Use a fresh --generators folder")
+                if (self.folder / entry["checkpoint"]).exists():
+                    self.say(f"DFMGAN stage 2: reusing P{partition} '{defect}' from {self.folder / entry['checkpoint']}")
+                    result[defect] = self.folder / entry["checkpoint"]
+                    continue
+            backbone = self.backbone()
+            from generators.dfmgan.api import fit_defect
+
+            subset = self.data.defects[defect].select(names)
+            out = self.folder / key / defect
+            self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) -> {out}")
+            path = fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
+                              steps=self.defect_steps, seed=self.seed, device=self.device, resume=False,
+                              progress=self.progress,
+                              extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
+                                     "category": self.data.index.category})
+            self.index["defects"].setdefault(key, {})[defect] = {
+                "checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names)}
+            self._save()
+            result[defect] = Path(path)
+        return result
+
+
+def generator_factory(aug: str, data: CategoryData, device: torch.device, options: dict | None = None,
+                      dfmgan: DFMGANCache | None = None) -> Callable[[int, dict[str, list[str]]], object]:
+    """make(partition, base_names) -> the DefectGenerator for that partition's base set."""
+    options = dict(options or {})
+
+    def make(partition: int, base_names: dict[str, list[str]]):
+        if aug == "dfmgan":
+            if dfmgan is None:
+                raise InputError("--aug dfmgan needs a DFMGAN generator folder")
+            return build_generator("dfmgan", data, base_names, device,
+                                   checkpoints=dfmgan.checkpoints(partition, base_names), **options)
+        return build_generator(aug, data, base_names, device, **options)
+
+    return make

@@ -1,0 +1,169 @@
+"""`inspect-train segment` end to end on the toy dataset at the tiny preset (32x32, few steps)."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from inspect_train.cli import main
+from inspect_train.metrics.segmentation import METRIC_KEYS
+from inspect_train.online import Batch
+from inspect_train.tasks.segment import draem_targets
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny convolutions gain nothing from a second thread, and a busy shared CPU makes two threads crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _run(tmp_path, toy_root, *extra, name="run"):
+    out = tmp_path / name
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
+                 "--partitions", "1", "--device", "cpu", "--quiet", "--out", str(out), *extra])
+    return code, out
+
+
+def _check_results(out, aug):
+    results = json.loads((out / "results.json").read_text())
+    assert results["task"] == "segment" and results["aug"] == aug
+    assert results["metrics"] == list(METRIC_KEYS)
+    assert results["schedule"]["steps"] > 0
+    assert (out / "report.md").read_text().count("| P1 |") == len(METRIC_KEYS)
+    part = results["partitions"][0]
+    assert part["partition"] == 1
+    for arm in ("baseline", "augmented"):
+        assert set(part[arm]) == set(METRIC_KEYS)
+        for key, value in part[arm].items():
+            assert 0.0 <= value <= 1.0, (arm, key, value)
+        assert set(results["summary"][arm]) == set(METRIC_KEYS)
+        assert (out / "P1" / arm / "model.pt").is_file()
+        assert list((out / "tb" / "P1" / arm).glob("events.out.tfevents.*"))
+    assert set(results["summary"]["difference"]) == set(METRIC_KEYS)
+    assert part["synthetic_samples_seen"] == results["schedule"]["steps"] * 8  # half of a batch of 16
+    # Protocol: no test image of the partition was ever trained on.
+    manifest = json.loads((out / "manifest.json").read_text())
+    test_names = {(t, n) for t, split in manifest["partitions"][0]["defects"].items() for n in split["test"]}
+    used = {tuple(item) for item in part["real_images_used"]}
+    assert used and not used & test_names
+    return results
+
+
+@pytest.mark.parametrize("model", ["unet", "deeplabv3", "draem"])
+def test_each_model_tiny(tmp_path, toy_root, model):
+    code, out = _run(tmp_path, toy_root, "--model", model, "--aug", "perlin", "--steps", "12")
+    assert code == 0
+    _check_results(out, "perlin")
+
+
+def test_unet_learns_the_toy_defects(tmp_path, toy_root):
+    code, out = _run(tmp_path, toy_root, "--model", "unet", "--aug", "crop-paste", "--steps", "40")
+    assert code == 0
+    part = _check_results(out, "crop-paste")["partitions"][0]
+    for arm in ("baseline", "augmented"):  # chance is 0.5; the toy defects are plain to see
+        assert part[arm]["pixel_auroc"] > 0.85, part[arm]
+        assert part[arm]["pixel_ap"] > 0.3, part[arm]
+
+
+def test_same_seed_same_numbers(tmp_path, toy_root):
+    runs = [_run(tmp_path, toy_root, "--model", "draem", "--aug", "cut-paste", "--steps", "5", name=f"r{i}")
+            for i in range(2)]
+    first, second = (json.loads((out / "results.json").read_text())["partitions"][0] for _, out in runs)
+    assert first["baseline"] == second["baseline"] and first["augmented"] == second["augmented"]
+
+
+def test_no_data_runs_on_toy_with_baseline_only(tmp_path):
+    out = tmp_path / "toy"
+    code = main(["segment", "--aug", "none", "--model", "unet", "--steps", "3", "--partitions", "2",
+                 "--device", "cpu", "--quiet", "--out", str(out)])
+    assert code == 0
+    results = json.loads((out / "results.json").read_text())
+    assert (out / "toy-data" / "toy" / "train" / "good").is_dir()
+    assert results["config"]["resolution"] == [32, 32] and results["config"]["name"] == "segment-tiny"
+    part = results["partitions"][0]
+    assert part["partition"] == 2 and part["augmented"] is None and set(part["baseline"]) == set(METRIC_KEYS)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--data", "/nonexistent/folder", "--category", "toy"], "data folder not found"),
+        (["--resolution", "30"], "multiple of 8"),
+        (["--aug", "none", "--no-baseline"], "nothing to train"),
+        (["--weights", "/nonexistent/w.pt"], "weights file not found"),
+        (["--config", "segment-nope"], "segment config not found"),
+        (["--steps", "0"], "steps must be at least 1"),
+    ],
+)
+def test_bad_input_exits_2(tmp_path, toy_root, capsys, extra, message):
+    args = ["segment", "--model", "unet", "--config", "segment-tiny", "--out", str(tmp_path / "bad"), "--device", "cpu", "--quiet",
+            "--partitions", "1"]
+    if "--data" not in extra:
+        args += ["--data", str(toy_root), "--category", "toy"]
+    code = main(args + extra)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_bad_weights_file_is_one_line(tmp_path, toy_root, capsys):
+    junk = tmp_path / "junk.pt"
+    torch.save({"fc.weight": torch.zeros(3, 3)}, junk)
+    code, _ = _run(tmp_path, toy_root, "--model", "unet", "--weights", str(junk), "--steps", "1")
+    assert code == 2 and "no tensor matches the encoder" in capsys.readouterr().err
+
+
+def test_encoder_weights_file_is_loaded(tmp_path):
+    from inspect_train.models.segmenters import build_segmenter
+
+    donor = build_segmenter("unet", 3, {"encoder_depth": 3, "decoder_channels": [16, 8, 4]})
+    path = tmp_path / "enc.pt"
+    torch.save({"state_dict": {f"encoder.{k}": v for k, v in donor.encoder.state_dict().items()}}, path)
+    grey = build_segmenter("unet", 1, {"encoder_depth": 3, "decoder_channels": [16, 8, 4]}, weights=str(path))
+    # The RGB first convolution is summed to grey; everything else is copied as-is.
+    assert torch.allclose(grey.encoder.conv1.weight, donor.encoder.conv1.weight.sum(1, keepdim=True))
+    assert torch.equal(grey.encoder.layer1[0].conv1.weight, donor.encoder.layer1[0].conv1.weight)
+
+
+def test_draem_targets_use_paired_goods():
+    images = torch.rand(4, 1, 8, 8)
+    masks = torch.zeros(4, 1, 8, 8)
+    masks[1, :, 2:4, 2:4] = 1  # a real defect image
+    masks[2:, :, 5:, 5:] = 1  # two synthetic ones
+    goods = torch.zeros(2, 1, 8, 8)
+    batch = Batch(images, torch.zeros(4, dtype=torch.long), masks, torch.tensor([False, False, True, True]),
+                  synthetic_goods=goods)
+    targets, weights = draem_targets(batch)
+    assert torch.equal(targets[:2], images[:2]) and torch.equal(targets[2:], goods)
+    assert weights[0].min() == 1 and weights[1].sum() == 64 - 4 and weights[2:].min() == 1
+    assert not math.isnan(float(weights.sum()))
+
+
+def test_dfmgan_generators_are_trained_and_cached(tmp_path, toy_root):
+    """--aug dfmgan goes through the shared DFMGAN cache: stage 1 + stage 2 per defect type, then reused."""
+    gens = tmp_path / "gens"
+    extra = ["--model", "unet", "--aug", "dfmgan", "--steps", "3", "--no-baseline", "--generators", str(gens),
+             "--backbone-steps", "2", "--defect-steps", "2"]
+    code, out = _run(tmp_path, toy_root, *extra)
+    assert code == 0
+    index = json.loads((gens / "index.json").read_text())
+    assert sorted(index["defects"]["p1"]) == ["hole", "scratch", "stain"]
+    results = json.loads((out / "results.json").read_text())
+    part = results["partitions"][0]
+    assert part["baseline"] is None and set(part["augmented"]) == set(METRIC_KEYS)
+    assert part["synthetic_samples_seen"] == 3 * 8
+    stamp = (gens / index["defects"]["p1"]["hole"]["checkpoint"]).stat().st_mtime
+    code, _ = _run(tmp_path, toy_root, *extra, name="again")
+    assert code == 0 and (gens / index["defects"]["p1"]["hole"]["checkpoint"]).stat().st_mtime == stamp
+
+
+def test_cli_choices_match_the_task():
+    from inspect_train.commands import segment as command
+    from inspect_train.models.segmenters import MODELS
+    from inspect_train.tasks.segment import AUGS
+
+    assert command.AUGS == AUGS and command.MODELS == MODELS
