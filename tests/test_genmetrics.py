@@ -10,7 +10,10 @@ import torch
 from torchvision import models as tv_models
 
 from inspect_train.errors import InputError
-from inspect_train.genmetrics import build_inception, build_lpips, clustered_lpips, kid_from_features
+from inspect_train.genmetrics.clustered_lpips import clustered_lpips
+from inspect_train.genmetrics.inception import build_inception
+from inspect_train.genmetrics.kid import kid_from_features
+from inspect_train.genmetrics.lpips_net import build_lpips
 from inspect_train.genmetrics.clustered_lpips import squared_distances
 from inspect_train.genmetrics.lpips_net import packaged_lin_weights
 from inspect_train.genmetrics.sources import generated_image_paths

@@ -27,12 +27,13 @@ def fit_backbone(
     device: str = "cpu",
     resume: bool = False,
     progress: bool = True,
+    dist_ctx=None,
 ) -> Path:
     """Stage 1: train the defect-free StyleGAN2 backbone; returns the checkpoint path."""
     from generators.dfmgan.train_backbone import train_backbone
 
     return train_backbone(train_good, config, Path(out_dir), steps=steps, seed=seed, device=device,
-                          resume=resume, progress=progress)
+                          resume=resume, progress=progress, dist_ctx=dist_ctx)
 
 
 def fit_defect(
@@ -49,13 +50,15 @@ def fit_defect(
     resume: bool = False,
     progress: bool = True,
     extra: dict | None = None,
+    dist_ctx=None,
 ) -> Path:
     """Stage 2: freeze the backbone, train the defect modules on one defect type's base set.
 
     `extra` is stored as-is in the checkpoint (the CLI records the manifest and partition there).
+    `dist_ctx` (inspect_train.distributed.init_distributed()) spreads the global batch over torchrun ranks.
     """
     from generators.dfmgan.train_defect import train_defect
 
     return train_defect(Path(backbone_ckpt), defect_images, defect_masks, defect_type, Path(out_dir),
                         config=config, steps=steps, seed=seed, device=device, resume=resume,
-                        progress=progress, extra=extra)
+                        progress=progress, extra=extra, dist_ctx=dist_ctx)

@@ -4,7 +4,15 @@ Why one file: the whole model should be readable top to bottom. Layers use the
 equalised learning rate of StyleGAN2 (weights stored at unit variance, scaled at
 run time). Modulation is applied to the activations and demodulation to the
 output (the "non-fused" form), which is the same maths as a grouped per-sample
-convolution but runs as one ordinary convolution for the whole batch.
+convolution but runs as one ordinary convolution for the whole batch. Upsampling
+layers are StyleGAN2's: a stride-2 transposed convolution on the low-resolution
+input, then a [1, 3, 3, 1] blur, a quarter of the work of upsampling first and
+convolving at the high resolution.
+
+Speed (no autograd, i.e. sampling): the activation epilogues (demodulation, noise,
+bias, leaky ReLU) run in place on the fresh conv output; the result is the same
+float operations in the same order, only without new large tensors. Everything
+works on channels_last inputs, which the sampler uses.
 
 Stage 2 (DFMGAN): a defect mapping network maps z_defect to w_defect; residual
 blocks beside the synthesis blocks from `res_start` up produce defect features;
@@ -48,7 +56,8 @@ class EqualLinear(nn.Module):
 
 
 class EqualConv2d(nn.Module):
-    """Plain conv with equalised lr; `down` halves the resolution after the conv (average pooling)."""
+    """Plain conv with equalised lr; `down` halves the resolution as StyleGAN2 does: a [1,3,3,1] blur,
+    then the conv with stride 2 (a quarter of the work of convolving at full resolution, then pooling)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, bias: bool = True, activate: bool = True,
                  down: bool = False):
@@ -57,16 +66,26 @@ class EqualConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch)) if bias else None
         self.w_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.activate, self.down, self.pad = activate, down, kernel // 2
+        if down:
+            k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+            self.register_buffer("blur_kernel", k[:, None] * k[None, :] / k.sum() ** 2, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.conv2d(x, self.weight * self.w_gain, self.bias, padding=self.pad)
-        if self.down:
-            x = F.avg_pool2d(x, 2)
+        if self.down:  # blur padded so that the stride-2 conv gives exactly half the size: r -> r+1 -> r/2
+            pad = (4 - 2 + self.weight.shape[-1] - 1 + 1) // 2
+            x = blur(x, self.blur_kernel, padding=pad)
+            x = F.conv2d(x, self.weight * self.w_gain, self.bias, stride=2)
+        else:
+            x = F.conv2d(x, self.weight * self.w_gain, self.bias, padding=self.pad)
         return lrelu(x) if self.activate else x
 
 
 class ModulatedConv2d(nn.Module):
-    """Style-modulated conv: scale input channels by the style, convolve, then (optionally) demodulate."""
+    """Style-modulated conv: scale input channels by the style, convolve, then (optionally) demodulate.
+
+    `up`: transposed conv with stride 2 + blur (output twice the input size). A 1x1 conv folds the
+    style into a per-sample (out, in) matrix instead: one batched matmul, no modulated copy of x.
+    """
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, w_dim: int, demodulate: bool = True, up: bool = False):
         super().__init__()
@@ -74,18 +93,42 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_ch, in_ch, kernel, kernel))
         self.w_gain = 1.0 / math.sqrt(in_ch * kernel * kernel)
         self.demodulate, self.up, self.pad = demodulate, up, kernel // 2
+        if up:
+            k = torch.tensor([1.0, 3.0, 3.0, 1.0])
+            self.register_buffer("blur_kernel", (k[:, None] * k[None, :] / k.sum() ** 2 * 4), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
         styles = self.affine(w)  # (N, in)
         weight = self.weight * self.w_gain
-        if self.up:
-            x = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
-        x = F.conv2d(x * styles[:, :, None, None], weight, padding=self.pad)
+        if weight.shape[-1] == 1 and not self.up:
+            x = pointwise(x, weight[:, :, 0, 0][None] * styles[:, None, :])
+        elif self.up:
+            x = F.conv_transpose2d(x * styles[:, :, None, None], weight.transpose(0, 1), stride=2)
+            x = blur(x, self.blur_kernel)
+        else:
+            x = F.conv2d(x * styles[:, :, None, None], weight, padding=self.pad)
         if self.demodulate:
             # |w'|^2 summed over (in, k, k) for each sample and output channel, without building w'.
             norm = styles.square() @ weight.square().sum(dim=(2, 3)).t()  # (N, out)
-            x = x * torch.rsqrt(norm + 1e-8)[:, :, None, None]
+            scale = torch.rsqrt(norm + 1e-8)[:, :, None, None]
+            x = x.mul_(scale) if not torch.is_grad_enabled() else x * scale
         return x
+
+
+def blur(x: torch.Tensor, kernel: torch.Tensor, padding: int = 1) -> torch.Tensor:
+    """Depthwise 4x4 low-pass. Upsampling: gain 4 (the zeros a stride-2 transposed conv inserts), pad 1,
+    (2r+1) -> 2r. Downsampling: gain 1, pad 2, r -> r+1 before a stride-2 conv."""
+    c = x.shape[1]
+    return F.conv2d(x, kernel.to(x.dtype).expand(c, 1, 4, 4), padding=padding, groups=c)
+
+
+def pointwise(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Per-sample 1x1 conv: weight (N, out, in) applied to x (N, in, H, W) as one batched matmul."""
+    n, c, h, w = x.shape
+    if x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous():
+        y = torch.bmm(x.permute(0, 2, 3, 1).reshape(n, h * w, c), weight.transpose(1, 2))
+        return y.view(n, h, w, -1).permute(0, 3, 1, 2)
+    return torch.bmm(weight, x.reshape(n, c, h * w)).view(n, -1, h, w)
 
 
 class StyleLayer(nn.Module):
@@ -98,7 +141,11 @@ class StyleLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_ch))
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
-        x = self.conv(x, w) + noise * self.noise_strength
+        x = self.conv(x, w)
+        if not torch.is_grad_enabled():  # same operations in the same order, in place on the fresh output
+            x.add_(noise * self.noise_strength).add_(self.bias[None, :, None, None])
+            return F.leaky_relu_(x, 0.2).mul_(SQRT2)
+        x = x + noise * self.noise_strength
         return lrelu(x + self.bias[None, :, None, None])
 
 
@@ -201,6 +248,7 @@ class Generator(nn.Module):
         self.defect_mapping = None
         self.res_blocks = None
         self.to_mask = None
+        self.channels_last = False  # activation layout; the sampler turns it on
 
     # ----- stage 2 -------------------------------------------------------------------------------
     def add_defect_modules(self) -> None:
@@ -236,11 +284,17 @@ class Generator(nn.Module):
         return noise
 
     # ----- forward passes ------------------------------------------------------------------------
+    def _layout(self, x: torch.Tensor) -> torch.Tensor:
+        """channels_last when asked (the sampler sets `self.channels_last`): faster convs on CPU and GPU."""
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
     def synthesize(self, w: torch.Tensor, noise: dict) -> torch.Tensor:
         """Backbone only: w (N, w_dim) -> image (N, C, R, R), roughly in [-1, 1]."""
         x = img = None
         for r, block in zip(self.resolutions, self.blocks):
             x = block.features(x, w, noise[r])
+            if r == 4:
+                x = self._layout(x)
             img = block.rgb(x, img, w)
         return img
 
@@ -256,6 +310,8 @@ class Generator(nn.Module):
         for r, block in zip(self.resolutions, self.blocks):
             if r < self.res_start:
                 x = block.features(x, w, noise[r])
+                if r == 4:
+                    x = self._layout(x)
                 img = block.rgb(x, img, w)
                 continue
             res_x = self.res_blocks[str(r)](x if r == self.res_start else res_x, w_defect, noise[-r])
@@ -267,8 +323,11 @@ class Generator(nn.Module):
             layer_noise = [torch.cat([t, t]) for t in noise[r]] if with_good else noise[r]
             x = block.features(x, ww, layer_noise)
             gate = (upsample_to(mask, r) >= 0).to(x.dtype)
-            added = res_x * gate
-            x = torch.cat([x[:n], x[n:] + added]) if with_good else x + added
+            if torch.is_grad_enabled():
+                added = res_x * gate
+                x = torch.cat([x[:n], x[n:] + added]) if with_good else x + added
+            else:  # gate is 0/1, so x + res_x * gate is exact either way; in place saves a full copy
+                (x[n:] if with_good else x).addcmul_(res_x, gate)
             img = block.rgb(x, img, ww)
         mask_full = upsample_to(mask, self.resolution)
         if with_good:

@@ -4,6 +4,11 @@ Non-saturating logistic loss, lazy R1 on reals, EMA of G, differentiable
 augmentation on everything D sees. All randomness comes from the global torch
 RNG (seeded once, saved in every checkpoint), so a resumed run continues with
 exactly the numbers an uninterrupted run would have produced.
+
+Under torchrun (`dist_ctx` with several ranks): identical initial weights on
+every rank (same seed), per-rank data/noise (seed + rank offset), each rank on
+its share of the global batch, gradients and tracked buffers averaged, so the
+weights and EMA stay identical; only rank 0 logs, shows progress and writes.
 """
 
 from __future__ import annotations
@@ -16,20 +21,24 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from generators.dfmgan.augment import augment, parse_policy
-from generators.dfmgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from generators.dfmgan.checkpoint import load_checkpoint, save_checkpoint
 from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator
 from inspect_train.errors import InputError
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, to_float,
-                                        update_ema)
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, gather_rng_states,
+                                        guard_finite, restore_rng, sync_buffers, to_float, update_ema)
+from inspect_train.distributed import DistContext
 
 BACKBONE_FILE = "backbone.pt"
 
 
 def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, steps: int | None = None,
-                   seed: int = 0, device: str = "cpu", resume: bool = False, progress: bool = True) -> Path:
+                   seed: int = 0, device: str = "cpu", resume: bool = False, progress: bool = True,
+                   dist_ctx: DistContext | None = None,
+                   on_step=None) -> Path:
+    ctx = dist_ctx or DistContext()
     check_config(config)
     resolution = int(config["resolution"])
     check_images(train_good, resolution, "train/good")
@@ -37,11 +46,12 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     parse_policy(stage.get("augment"))
     dev = device_of(device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / BACKBONE_FILE
     channels = int(train_good.shape[1])
     total = int(steps if steps is not None else stage["steps"])
-    batch, r1_every = int(stage["batch"]), int(stage["r1_interval"])
+    batch, r1_every = ctx.local_batch(int(stage["batch"])), int(stage["r1_interval"])
     r1_gamma, policy = float(stage["r1_gamma"]), stage.get("augment")
 
     torch.manual_seed(seed)
@@ -50,7 +60,10 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     opt_G = adam(G.parameters(), stage)
     opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
+    if ctx.enabled:  # same initial weights on every rank, different data and noise
+        torch.manual_seed(seed + ctx.seed_offset())
     step = 0
+    resumed = False
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, kind="backbone")
         try:
@@ -63,22 +76,26 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             raise InputError(f"{ckpt_path}: cannot resume, it was trained with another config or channel count "
                              f"(start a new --out or drop --resume)") from None
         step = int(state["step"])
-        set_rng_state(state["rng"], dev)
+        restore_rng(state, ctx, dev, seed, step)
+        resumed = True
 
-    def snapshot() -> dict:
+    def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
+        rngs = gather_rng_states(ctx, dev)
         return {
             "kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
             "step": step, "seed": seed, "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rng_state(dev),
-            "n_train_images": int(train_good.shape[0]),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
+            "world_size": ctx.world_size, "n_train_images": int(train_good.shape[0]),
         }
 
-    writer = SummaryWriter(str(out_dir / "tb"))
+    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
     grid_z = fixed_latents(16, G.z_dim, dev)
     grid_noise = G.make_noise(16, dev, torch.Generator().manual_seed(2025))
     log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
     grid_every = int(stage.get("grid_every", save_every))
-    bar = tqdm(total=total, initial=step, disable=not progress, desc="stage 1 (backbone)", unit="step")
+    bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc="stage 1 (backbone)",
+               unit="step")
+    saved = False
     try:
         while step < total:
             # Generator step: D frozen, gradients flow through augmentation into G.
@@ -87,10 +104,12 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             w = G.mapping(z, track_beta=0.995)
             fake = G.synthesize(w, G.make_noise(batch, dev))
             loss_G = g_nonsaturating(D(augment(fake, policy)))
-            guard_finite({"G": loss_G}, step, ckpt_path)
+            guard_finite({"G": loss_G}, step, ckpt_path, ctx)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
+            ctx.average_gradients(G.parameters())
             opt_G.step()
+            sync_buffers(ctx, G.mapping)
 
             # Discriminator step on the same fakes (detached) and a fresh real batch.
             D.requires_grad_(True)
@@ -102,28 +121,40 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                 r1 = r1_penalty(lambda x: D(augment(x, policy)), real)
                 losses["R1"] = r1
                 loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
-            guard_finite(losses, step, ckpt_path)
+            guard_finite(losses, step, ckpt_path, ctx)
             opt_D.zero_grad(set_to_none=True)
             loss_D.backward()
+            ctx.average_gradients(D.parameters())
             opt_D.step()
 
             update_ema(G_ema, G, stage, step)
             step += 1
             bar.update(1)
+            if on_step is not None:  # benchmarks time the steps alone
+                on_step(step)
             if step % log_every == 0 or step == total:
-                values = {"G": loss_G.item(), **{k: v.item() for k, v in losses.items()}}
+                values = {"G": ctx.mean(loss_G).item(), **{k: ctx.mean(v).item() for k, v in losses.items()}}
                 bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
                 for k, v in values.items():
-                    writer.add_scalar(f"stage1/loss_{k}", v, step)
-            if step % grid_every == 0 or step == total:
+                    if writer is not None:
+                        writer.add_scalar(f"stage1/loss_{k}", v, step)
+            if writer is not None and (step % grid_every == 0 or step == total):
                 with torch.no_grad():
                     grid = image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)
                 writer.add_image("stage1/samples_ema", grid, step)
             if step % save_every == 0 or step == total:
-                save_checkpoint(snapshot(), ckpt_path)
+                _save(ctx, snapshot(), ckpt_path)
+                saved = True
     finally:
         bar.close()
-        writer.close()
-    if not ckpt_path.exists():  # steps=0 or already done: still leave a checkpoint behind
-        save_checkpoint(snapshot(), ckpt_path)
+        if writer is not None:
+            writer.close()
+    if not saved and not resumed:  # steps=0: still leave a checkpoint behind
+        _save(ctx, snapshot(), ckpt_path)
+    ctx.barrier()
     return ckpt_path
+
+
+def _save(ctx: DistContext, state: dict, path: Path) -> None:
+    if ctx.is_main:
+        save_checkpoint(state, path)

@@ -3,7 +3,8 @@
 Trainable: defect mapping, residual blocks, ToMask (G side); D (initialised from
 stage 1) and D_match (from scratch) on the D side. G's loss: adversarial on D
 (image) and D_match (image + tanh(10 M)) plus the mode-seeking term on pairs that
-share z_object and differ in z_defect. Same RNG and checkpoint rules as stage 1.
+share z_object and differ in z_defect. Same RNG, checkpoint and multi-process
+rules as stage 1 (gradients of G's defect modules, D and D_match averaged).
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from generators.dfmgan.augment import augment, parse_policy
-from generators.dfmgan.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, to_float,
-                                        update_ema)
+from generators.dfmgan.train_backbone import _save
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, gather_rng_states,
+                                        guard_finite, restore_rng, sync_buffers, to_float, update_ema)
+from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
 
 
@@ -41,7 +44,9 @@ def build_stage2_generator(backbone_state: dict) -> Generator:
 def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks: torch.Tensor, defect_type: str,
                  out_dir: Path, *, config: dict | None = None, steps: int | None = None, seed: int = 0,
                  device: str = "cpu", resume: bool = False, progress: bool = True,
-                 extra: dict | None = None) -> Path:
+                 extra: dict | None = None, dist_ctx: DistContext | None = None,
+                        on_step=None) -> Path:
+    ctx = dist_ctx or DistContext()
     backbone = load_checkpoint(backbone_ckpt, kind="backbone")
     net_config = backbone["config"]
     stage = dict((config or net_config)["stage2"])
@@ -52,13 +57,15 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                          f"{backbone_ckpt} was trained on {channels}")
     if defect_masks.dtype != torch.bool:
         defect_masks = defect_masks > 0
-    batch = int(stage["batch"])
+    batch = ctx.local_batch(int(stage["batch"]))
     if batch < 2 or batch % 2:
-        raise InputError(f"stage2.batch must be even and at least 2 for the mode-seeking pairs (got {batch})")
+        raise InputError(f"stage2.batch must be even and at least 2 for the mode-seeking pairs (got {batch}"
+                         + (f" per process over {ctx.world_size} processes)" if ctx.enabled else ")"))
     parse_policy(stage.get("augment"))
     dev = device_of(device)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / defect_file(defect_type)
     total = int(steps if steps is not None else stage["steps"])
     r1_every, r1_gamma, policy = int(stage["r1_interval"]), float(stage["r1_gamma"]), stage.get("augment")
@@ -75,7 +82,10 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     g_params = [p for m in G.stage2_modules() for p in m.parameters()]
     opt_G = adam(g_params, stage)
     opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
+    if ctx.enabled:  # same initial weights on every rank, different data and noise
+        torch.manual_seed(seed + ctx.seed_offset())
     step = 0
+    resumed = False
     if resume and ckpt_path.exists():
         state = load_checkpoint(ckpt_path, kind="defect")
         try:
@@ -87,26 +97,30 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             raise InputError(f"{ckpt_path}: cannot resume, it was trained from another backbone or config "
                              f"(start a new --out or drop --resume)") from None
         step = int(state["step"])
-        set_rng_state(state["rng"], dev)
+        restore_rng(state, ctx, dev, seed, step)
+        resumed = True
 
-    def snapshot() -> dict:
+    def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
+        rngs = gather_rng_states(ctx, dev)
         return {
             "kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
             "resolution": resolution, "defect_type": defect_type, "step": step, "seed": seed,
             "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
             "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "D_match": Dm.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rng_state(dev),
+            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "world_size": ctx.world_size,
             **(extra or {}),
         }
 
-    writer = SummaryWriter(str(out_dir / "tb" / defect_file(defect_type)[:-3]))
+    writer = SummaryWriter(str(out_dir / "tb" / defect_file(defect_type)[:-3])) if ctx.is_main else None
     grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
     grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
     log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
     grid_every = int(stage.get("grid_every", save_every))
     real_masks = defect_masks.float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
     half = batch // 2
-    bar = tqdm(total=total, initial=step, disable=not progress, desc=f"stage 2 ({defect_type})", unit="step")
+    bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc=f"stage 2 ({defect_type})",
+               unit="step")
+    saved = False
     try:
         while step < total:
             D.requires_grad_(False)
@@ -123,10 +137,12 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             loss_match = g_nonsaturating(Dm(augment(torch.cat([fake, soft], 1), policy, channels)))
             loss_ms = mode_seeking(w_def[:half], w_def[half:], soft[:half], soft[half:])
             loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
-            guard_finite({"G": loss_G}, step, ckpt_path)
+            guard_finite({"G": loss_G}, step, ckpt_path, ctx)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
+            ctx.average_gradients(g_params)
             opt_G.step()
+            sync_buffers(ctx, G.defect_mapping)
 
             D.requires_grad_(True)
             Dm.requires_grad_(True)
@@ -143,31 +159,38 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                 r1m = r1_penalty(lambda x: Dm(augment(x, policy, channels)), real_pair)
                 losses.update({"R1": r1, "R1_match": r1m})
                 total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
-            guard_finite(losses, step, ckpt_path)
+            guard_finite(losses, step, ckpt_path, ctx)
             opt_D.zero_grad(set_to_none=True)
             total_D.backward()
+            ctx.average_gradients(list(D.parameters()) + list(Dm.parameters()))
             opt_D.step()
 
             update_ema(G_ema, G, stage, step)
             step += 1
             bar.update(1)
+            if on_step is not None:  # benchmarks time the steps alone
+                on_step(step)
             if step % log_every == 0 or step == total:
-                values = {"G": loss_G.item(), "G_adv": loss_adv.item(), "G_match": loss_match.item(),
-                          "mode_seek": loss_ms.item(), "mask_area": float((mask_logits >= 0).float().mean()),
-                          **{k: v.item() for k, v in losses.items()}}
+                values = {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
+                          "mask_area": (mask_logits >= 0).float().mean(), **losses}
+                values = {k: ctx.mean(v).item() for k, v in values.items()}
                 bar.set_postfix({k: f"{values[k]:.3f}" for k in ("G", "D", "D_match", "mask_area")})
                 for k, v in values.items():
-                    writer.add_scalar(f"stage2/{k}", v, step)
-            if step % grid_every == 0 or step == total:
+                    if writer is not None:
+                        writer.add_scalar(f"stage2/{k}", v, step)
+            if writer is not None and (step % grid_every == 0 or step == total):
                 with torch.no_grad():
                     d, m, g = G_ema.synthesize_defect(G_ema.mapping(grid_z), G_ema.defect_mapping(grid_zd),
                                                       grid_noise, with_good=True)
                 writer.add_image("stage2/defect|mask|good", triplet_grid(d, m, g), step)
             if step % save_every == 0 or step == total:
-                save_checkpoint(snapshot(), ckpt_path)
+                _save(ctx, snapshot(), ckpt_path)
+                saved = True
     finally:
         bar.close()
-        writer.close()
-    if not ckpt_path.exists():
-        save_checkpoint(snapshot(), ckpt_path)
+        if writer is not None:
+            writer.close()
+    if not saved and not resumed:
+        _save(ctx, snapshot(), ckpt_path)
+    ctx.barrier()
     return ckpt_path

@@ -62,9 +62,17 @@ def update_ema(ema: nn.Module, model: nn.Module, stage: dict, step: int) -> None
         b_ema.copy_(b)
 
 
-def guard_finite(losses: dict[str, torch.Tensor], step: int, ckpt: Path) -> None:
-    for name, value in losses.items():
-        value = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+def guard_finite(losses: dict[str, torch.Tensor], step: int, ckpt: Path, ctx=None) -> None:
+    """Stop on a NaN/inf loss. Across processes the losses are summed first, so every rank stops
+    together (a rank that stopped alone would leave the others waiting in an all-reduce)."""
+    names = list(losses)
+    values = torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in losses.values()])
+    if ctx is not None and ctx.enabled:
+        import torch.distributed as dist
+
+        values = values.clone()
+        dist.all_reduce(values)
+    for name, value in zip(names, values.tolist()):
         if not math.isfinite(value):
             raise TrainingDiverged(
                 f"training stopped at step {step}: loss {name} is {value}; "
@@ -75,3 +83,48 @@ def guard_finite(losses: dict[str, torch.Tensor], step: int, ckpt: Path) -> None
 def fixed_latents(n: int, z_dim: int, device: torch.device, seed: int = 2024) -> torch.Tensor:
     """The same latents at every grid, whatever the training seed, so grids are comparable over time."""
     return torch.randn(n, z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
+def sync_buffers(ctx, module: nn.Module) -> None:
+    """Average float buffers (the mapping's tracked mean w) over ranks: the mean of equal-sized local
+    batch means is the global batch mean, so this is what one process with the global batch computes."""
+    if ctx is None or not ctx.enabled:
+        return
+    import torch.distributed as dist
+
+    bufs = [b for b in module.buffers() if b.is_floating_point()]
+    if not bufs:
+        return
+    flat = torch.cat([b.reshape(-1) for b in bufs])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    offset = 0
+    for b in bufs:
+        b.copy_(flat[offset:offset + b.numel()].view_as(b))
+        offset += b.numel()
+
+
+def gather_rng_states(ctx, device: torch.device) -> list[dict]:
+    """Every rank's RNG state (rank order), so a resumed multi-process run continues exactly."""
+    from generators.dfmgan.checkpoint import rng_state
+
+    state = rng_state(device)
+    if ctx is None or not ctx.enabled:
+        return [state]
+    import torch.distributed as dist
+
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, state)
+    return out
+
+
+def restore_rng(state: dict, ctx, device: torch.device, seed: int, step: int) -> None:
+    """This rank's saved RNG state; from a run with another process count, a fresh per-rank seed."""
+    from generators.dfmgan.checkpoint import set_rng_state
+
+    ranks = state.get("rng_ranks") or [state["rng"]]
+    rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
+    if len(ranks) == world:
+        set_rng_state(ranks[rank], device)
+    else:
+        torch.manual_seed(seed + (ctx.seed_offset() if ctx is not None else 0) + 7919 * step)

@@ -20,12 +20,12 @@ import torch
 from inspect_train.data.images import load_image_set, parse_resolution
 from inspect_train.data.mvtec import scan_category
 from inspect_train.errors import InputError
-from inspect_train.genmetrics.evaluate import score
-from inspect_train.genmetrics.inception import build_inception
-from inspect_train.genmetrics.lpips_net import BACKBONES, VERSION, build_lpips
-from inspect_train.genmetrics.record import append_report, append_results, log_tensorboard, read_results
-from inspect_train.genmetrics.sources import folder_channels, generated_image_paths, iter_folder, iter_generator
+
+# The metric networks pull in torch-fidelity, lpips and torchvision models (seconds to import): they are
+# imported when the command runs, not whenever the CLI builds its parser.
+LPIPS_NETS = ("alex", "squeeze", "vgg")
 from inspect_train.protocol import get_partition, manifest_for_run
+from inspect_train.genmetrics.sources import folder_channels, generated_image_paths, iter_folder, iter_generator
 
 REAL_SET_HELP = (
     "which real images of the defect type to compare with: 'all' (the paper's choice), or with --partition K "
@@ -63,7 +63,7 @@ def register(subparsers) -> None:
                    help="largest KID subset; the size used is min(this, n real, n generated) (default 1000)")
     p.add_argument("--max-per-cluster", metavar="N", type=int, default=200,
                    help="LPIPS: keep at most this many members per cluster, first generated first (0 = no cap; default 200)")
-    p.add_argument("--lpips-net", choices=sorted(BACKBONES), default="alex", help="LPIPS backbone (default alex)")
+    p.add_argument("--lpips-net", choices=LPIPS_NETS, default="alex", help="LPIPS backbone (default alex)")
     p.add_argument("--inception-weights", metavar="PATH", default=None,
                    help="torch-fidelity Inception-v3 weights (default: hub cache file weights-inception-2015-12-05-6726825d.pth)")
     p.add_argument("--lpips-backbone-weights", metavar="PATH", default=None,
@@ -233,6 +233,12 @@ def real_images(args, index, gen: GeneratedSource) -> tuple[torch.Tensor, dict]:
 
 
 def run(args) -> int:
+    from inspect_train.genmetrics.evaluate import score
+    from inspect_train.genmetrics.inception import build_inception
+    from inspect_train.genmetrics.lpips_net import BACKBONES, VERSION, build_lpips
+    from inspect_train.genmetrics.record import append_report, append_results, log_tensorboard, read_results
+
+    assert set(BACKBONES) == set(LPIPS_NETS)
     check_args(args)
     started = time.time()
     device = choose_device(args.device)

@@ -1,4 +1,9 @@
-"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect) and `describe` (parameter counts)."""
+"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect) and `describe` (parameter counts).
+
+Both training commands run under `torchrun --nproc_per_node N -m inspect_train gan ...`: each
+process trains on its share of the config's global batch, gradients are averaged, only rank 0
+prints and writes.
+"""
 
 from __future__ import annotations
 
@@ -9,16 +14,17 @@ from pathlib import Path
 from inspect_train.errors import InputError
 
 
-def _device(name: str | None, threads: int | None = None) -> str:
+def _dist(name: str | None, threads: int | None = None):
+    """Join torchrun's process group if there is one; this rank's device (cuda:LOCAL_RANK on a GPU node)."""
     import torch
+
+    from inspect_train.distributed import init_distributed
 
     if threads is not None:
         if threads < 1:
             raise InputError(f"--threads {threads}: must be at least 1")
         torch.set_num_threads(threads)
-    if name:
-        return name
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return init_distributed(name)
 
 
 def register(subparsers) -> None:
@@ -84,14 +90,20 @@ def run_fit_backbone(args) -> int:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
     _positive_steps(args.steps)
     config["category"] = args.category
-    print(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {res}x{res}, "
-          f"{data.channels} channel(s), config {config['name']}")
+    ctx = _dist(args.device, args.threads)
+    ctx.local_batch(int(config["stage1"]["batch"]))  # fails early, on every rank, if it does not divide
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    say(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {res}x{res}, "
+        f"{data.channels} channel(s), config {config['name']}"
+        + (f", {ctx.world_size} processes" if ctx.enabled else ""))
     try:
         path = fit_backbone(data.train_good.images, config, Path(args.out), steps=args.steps, seed=args.seed,
-                            device=_device(args.device, args.threads), resume=args.resume, progress=not args.quiet)
+                            device=str(ctx.device), resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
     except TrainingDiverged as err:
         return _report_divergence(err)
-    print(f"wrote {path}")
+    finally:
+        _shutdown(ctx)
+    say(f"wrote {path}")
     return 0
 
 
@@ -126,15 +138,19 @@ def run_fit_defect(args) -> int:
     config = load_config(args.config) if args.config else None
     extra = {"category": args.category, "manifest": str(manifest_path), "partition": int(args.partition),
              "base_images": list(base)}
-    print(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at {res}x{res} "
-          f"(manifest {manifest_path})")
+    ctx = _dist(args.device, args.threads)
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    say(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at {res}x{res} "
+        f"(manifest {manifest_path})" + (f", {ctx.world_size} processes" if ctx.enabled else ""))
     try:
         path = fit_defect(Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config,
-                          steps=args.steps, seed=args.seed, device=_device(args.device, args.threads), resume=args.resume,
-                          progress=not args.quiet, extra=extra)
+                          steps=args.steps, seed=args.seed, device=str(ctx.device), resume=args.resume,
+                          progress=not args.quiet, extra=extra, dist_ctx=ctx)
     except TrainingDiverged as err:
         return _report_divergence(err)
-    print(f"wrote {path}")
+    finally:
+        _shutdown(ctx)
+    say(f"wrote {path}")
     return 0
 
 
@@ -151,6 +167,12 @@ def run_describe(args) -> int:
         for key, value in counts.items():
             print(f"{key:>18}: {value:>12,}" if isinstance(value, int) else f"{key:>18}: {value}")
     return 0
+
+
+def _shutdown(ctx) -> None:
+    from inspect_train.distributed import shutdown
+
+    shutdown(ctx)
 
 
 def _positive_steps(steps) -> None:
