@@ -116,13 +116,25 @@ def command_line(args) -> str:
 
 
 def run(args) -> int:
+    """One process, or every rank under `torchrun --nproc_per_node N -m inspect_train classify ...`."""
+    from inspect_train.distributed import shutdown
+    from inspect_train.tasks.common import start_run
+
+    ctx = start_run(args.device)
+    try:
+        return _run(args, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _run(args, ctx) -> int:
     from inspect_train.data.category import load_category
     from inspect_train.data.images import parse_resolution
     from inspect_train.data.mvtec import scan_category
     from inspect_train.protocol import get_partition, manifest_for_run
     from inspect_train.report import write_results
     from inspect_train.tasks import classify as task
-    from inspect_train.tasks.common import choose_device
+    from inspect_train.tasks.common import broadcast_object, main_first
     from inspect_train.tasks.generators import DFMGANCache, generator_factory
 
     if args.data and not args.category:
@@ -133,12 +145,16 @@ def run(args) -> int:
         raise InputError(f"--partitions must be numbers from 1 (got {args.partitions})")
     if args.epochs is not None and args.epochs <= 0:
         raise InputError(f"--epochs must be positive (got {args.epochs})")
-    device = choose_device(args.device)
+    device = ctx.device
     from inspect_train.models import check_model_args
-    out = Path(args.out or f"runs/classify-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}")
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    out = Path(broadcast_object(ctx, args.out or f"runs/classify-{args.aug}-{time.strftime('%Y%m%d-%H%M%S')}"))
     preset_name = args.config or (DATA_PRESET if args.data else TOY_PRESET)
     config = load_preset(preset_name)
     settings = settings_from(config, args, preset_name)
+    ctx.local_batch(settings.batch_size)  # fail early when the batch does not divide over the processes
+    if not ctx.is_main:
+        settings.progress = False
     size = parse_resolution(args.resolution or config.get("resolution"))
     check_model_args(settings.model, settings.weights)
 
@@ -147,11 +163,14 @@ def run(args) -> int:
     else:
         from inspect_train.data.toy import write_toy_dataset
 
-        data_root, category = Path(write_toy_dataset(out / "toy-data", seed=0)), "toy"
-        print(f"no --data: using the toy dataset written to {data_root / category}")
+        data_root = Path(main_first(ctx, lambda: write_toy_dataset(out / "toy-data", seed=0), lambda: out / "toy-data"))
+        category = "toy"
+        say(f"no --data: using the toy dataset written to {data_root / category}")
     index = scan_category(data_root, category)
     out.mkdir(parents=True, exist_ok=True)
-    manifest, manifest_path = manifest_for_run(index, args.manifest, out, max(args.partitions), args.seed)
+    manifest, manifest_path = main_first(
+        ctx, lambda: manifest_for_run(index, args.manifest, out, max(args.partitions), args.seed),
+        lambda: manifest_for_run(index, args.manifest or str(out / "manifest.json"), out, max(args.partitions), args.seed))
     for k in args.partitions:
         get_partition(manifest, k)
     data = load_category(data_root, category, size=size, index=index)
@@ -171,25 +190,27 @@ def run(args) -> int:
         gan_data = data if tuple(data.size) == (gan_res, gan_res) else load_category(
             data_root, category, size=(gan_res, gan_res), index=index)
         folder = Path(args.generators) if args.generators else out / "generators"
-        print(f"DFMGAN generators ({gan_config.get('name', gan_name)}, {gan_res}x{gan_res}) cached under {folder}; "
+        say(f"DFMGAN generators ({gan_config.get('name', gan_name)}, {gan_res}x{gan_res}) cached under {folder}; "
               "missing ones are trained now")
         dfmgan = DFMGANCache(folder, gan_config, gan_data, seed=args.seed, device=device,
                              backbone_steps=config.get("gan_backbone_steps"), defect_steps=config.get("gan_defect_steps"),
-                             progress=settings.progress, manifest_path=str(manifest_path))
+                             progress=settings.progress, manifest_path=str(manifest_path), ctx=ctx)
     options = (settings.generator_options or {}).get(args.aug, {})
     make = generator_factory(args.aug, data, device, options, dfmgan)
 
     effective = {**config, **dataclasses.asdict(settings), "resolution": list(data.size), "device": str(device),
-                 "seed": args.seed, "category": category, "data": str(data_root), "preset": preset_name,
+                 **({"processes": ctx.world_size} if ctx.enabled else {}), "seed": args.seed, "category": category, "data": str(data_root), "preset": preset_name,
                  "partitions": args.partitions}
     if args.aug == "dfmgan":
         effective["gan_config"] = gan_name
     entries = []
     for k in args.partitions:
-        print(f"P{k}: training {'baseline and ' if not args.no_baseline else ''}{args.aug} for {settings.steps} steps")
+        say(f"P{k}: training {'baseline and ' if not args.no_baseline else ''}{args.aug} for {settings.steps} steps")
         entry = task.run_partition(data, manifest, k, args.aug, settings, args.seed, device, out, make,
-                                   baseline=not args.no_baseline)
+                                   baseline=not args.no_baseline, ctx=ctx)
         entries.append(entry)
+    if not ctx.is_main:
+        return 0  # rank 0 evaluated and writes the results
     n_synthetic = round(settings.synthetic_ratio * settings.batch_size) if args.aug not in ("none", "classic") else 0
     schedule = {"steps": settings.steps, "batch_size": settings.batch_size, "synthetic_per_batch": n_synthetic,
                 "real_per_batch": settings.batch_size - n_synthetic,

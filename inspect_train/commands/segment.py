@@ -112,6 +112,8 @@ def run(args) -> int:
 
     job = build_job(args)
     results = run_segment(job)
+    if results is None:
+        return 0  # a torchrun rank other than 0: rank 0 reports and writes
     summary = results["summary"]
     for arm in ("baseline", "augmented"):
         stats = summary.get(arm) or {}

@@ -24,8 +24,9 @@ from inspect_train.errors import InputError
 from inspect_train.models import build_classifier
 from inspect_train.online import GOOD, OnlineBatches, RealPool
 from inspect_train.protocol import get_partition
-from inspect_train.tasks.common import (confusion_image, make_optimizer, open_writer, sample_grid,
-                                        seed_everything, train_fixed_steps)
+from inspect_train.distributed import DistContext
+from inspect_train.tasks.common import (confusion_image, debug_dump, gather_union, make_optimizer, open_writer, prepare_model,
+                                        sample_grid, seed_everything, train_fixed_steps, finish_training)
 
 METRICS = ["accuracy", "balanced_accuracy"]
 REAL_AUG = {"classic"}  # --aug values that augment real images instead of adding synthetic ones
@@ -123,19 +124,26 @@ def train_arm(
     seed: int,
     device: torch.device,
     log_dir: Path | None,
+    ctx: DistContext | None = None,
 ):
-    """Train one model for one arm ('baseline' or the aug name); returns (model, OnlineBatches)."""
+    """Train one model for one arm ('baseline' or the aug name); returns (model, OnlineBatches, writer).
+
+    Under torchrun each rank draws its share of the batch (real and synthetic) from its own seed; DDP averages
+    the gradients, so the global batch and the schedule are those of one process. Only rank 0 logs.
+    """
+    ctx = ctx or DistContext(device=device)
     base_names = {t: part["defects"][t]["base"] for t in class_names if t != GOOD}
     pool = RealPool(data, base_names, class_names, device)
     batches = OnlineBatches(
-        pool, generator, batch_size=settings.batch_size, synthetic_ratio=settings.synthetic_ratio, seed=seed,
-        device=device, augment_real=aug in REAL_AUG, real_sampling=settings.real_sampling,
+        pool, generator, batch_size=ctx.local_batch(settings.batch_size), synthetic_ratio=settings.synthetic_ratio,
+        seed=seed + ctx.seed_offset(), device=device, augment_real=aug in REAL_AUG, real_sampling=settings.real_sampling,
     )
-    seed_everything(seed)  # same initial weights in both arms
+    seed_everything(seed)  # same initial weights in both arms (and on every rank; DDP also broadcasts rank 0's)
     model = build_classifier(settings.model, len(class_names), data.channels, settings.weights).to(device)
+    model = prepare_model(model, ctx)
     optimizer, scheduler = make_optimizer(model, settings.steps, settings.lr, settings.weight_decay,
                                           min(settings.warmup_steps, settings.steps // 5))
-    writer = open_writer(log_dir) if log_dir is not None else None
+    writer = open_writer(log_dir) if log_dir is not None and ctx.is_main else None
 
     def on_batch(step: int, batch) -> None:
         if writer is None or (step % max(1, settings.grid_every) and step != settings.steps - 1):
@@ -150,11 +158,11 @@ def train_arm(
     try:
         train_fixed_steps(model, batches, settings.steps, _step_fn, optimizer, scheduler, writer,
                           desc=f"P{part['partition']} {arm}", log_every=settings.log_every, on_batch=on_batch,
-                          progress=settings.progress)
+                          progress=settings.progress and ctx.is_main)
     finally:
         if writer is not None:
             writer.flush()
-    return model, batches, writer
+    return finish_training(model, ctx), batches, writer
 
 
 def run_partition(
@@ -168,8 +176,14 @@ def run_partition(
     out_dir: Path,
     make_generator: Callable[[int, dict[str, list[str]]], object] | None,
     baseline: bool = True,
+    ctx: DistContext | None = None,
 ) -> dict:
-    """One partition: the baseline (unless disabled) and the augmented arm, each evaluated on the test split."""
+    """One partition: the baseline (unless disabled) and the augmented arm, each evaluated on the test split.
+
+    Under torchrun every rank trains; rank 0 alone evaluates and writes, and its entry is the one to keep
+    (counts of what was served are summed over ranks).
+    """
+    ctx = ctx or DistContext(device=device)
     part = get_partition(manifest, partition)
     class_names = class_names_for(list(part["defects"]), settings.with_good)
     test_images, test_labels, _ = test_split(data, part, class_names)
@@ -182,7 +196,12 @@ def run_partition(
             base_names = {t: part["defects"][t]["base"] for t in class_names if t != GOOD}
             generator = make_generator(partition, base_names)
         model, batches, writer = train_arm(arm, arm_aug, data, part, class_names, generator, settings, seed, device,
-                                           out_dir / "tb" / f"{arm}-p{partition}")
+                                           out_dir / "tb" / f"{arm}-p{partition}", ctx)
+        debug_dump(ctx, model, f"{arm}-p{partition}")
+        used |= gather_union(ctx, set(batches.served_real))
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 evaluates and saves
+            continue
         metrics = evaluate(model, test_images, test_labels, class_names, device, settings.eval_batch_size)
         if writer is not None:
             writer.add_image("eval/confusion_matrix", confusion_image(metrics["confusion_matrix"], class_names),
@@ -198,10 +217,10 @@ def run_partition(
                        out_dir / "models" / f"{arm}-p{partition}.pt")
         key = "baseline" if arm == "baseline" else "augmented"
         entry[key] = metrics
-        entry[f"{key}_epochs"] = round(batches.epochs, 2)
+        entry[f"{key}_epochs"] = round(batches.epochs * ctx.world_size, 2)
         if key == "augmented":
-            entry["synthetic_samples_seen"] = batches.synthetic_seen
-        used |= set(batches.served_real)
+            entry["synthetic_samples_seen"] = batches.synthetic_seen * ctx.world_size
+        ctx.barrier()
     # The audit trail of the protocol: every real image any arm trained on, as (class, file name).
     entry["real_images_used"] = [list(item) for item in sorted(used)]
     return entry

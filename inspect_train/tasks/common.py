@@ -152,3 +152,103 @@ def confusion_image(matrix, class_names: list[str], cell: int = 48) -> torch.Ten
             draw.rectangle(box, fill=(shade, shade, 255))
             draw.text((box[0] + 4, box[1] + cell // 2 - 6), str(int(matrix[i, j])), fill="black" if shade > 110 else "white")
     return torch.from_numpy(np.array(img)).permute(2, 0, 1).contiguous()
+
+
+# ----------------------------------------------------------------------------- several processes (torchrun)
+
+
+def start_run(device_name: str | None = "auto"):
+    """The run's DistContext: one process unless torchrun set WORLD_SIZE > 1 (then join its process group).
+
+    One process keeps `choose_device`'s device exactly; under torchrun each rank takes its own GPU (or the CPU).
+    """
+    import os
+
+    from inspect_train.distributed import DistContext, init_distributed
+
+    device = choose_device(device_name)  # validates the name the same way in both cases
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return DistContext(device=device)
+    return init_distributed(str(device))
+
+
+def broadcast_object(ctx, value):
+    """Rank 0's value on every rank (e.g. a timestamped output folder)."""
+    if not ctx.enabled:
+        return value
+    import torch.distributed as dist
+
+    holder = [value]
+    dist.broadcast_object_list(holder, src=0)
+    return holder[0]
+
+
+def gather_union(ctx, items: set) -> set:
+    """The union of every rank's set (e.g. the real images each rank trained on, for the audit trail)."""
+    if not ctx.enabled:
+        return set(items)
+    import torch.distributed as dist
+
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, set(items))
+    return set().union(*gathered)
+
+
+def main_first(ctx, write: Callable[[], object], read: Callable[[], object]):
+    """Rank 0 runs write() (it makes files); the other ranks run read() once rank 0 is done."""
+    if ctx.is_main:
+        result = write()
+        ctx.barrier()
+        return result
+    ctx.barrier()
+    return read()
+
+
+def prepare_model(model: nn.Module, ctx, find_unused_parameters: bool = False) -> nn.Module:
+    """DDP-wrap for several processes; BatchNorm is synchronised across GPUs only.
+
+    SyncBatchNorm refuses CPU modules ("SyncBatchNorm layers only work with GPU modules", torch 2.14, gloo), so on
+    the CPU each rank normalises over its own share of the batch and DDP broadcasts rank 0's running statistics.
+    `find_unused_parameters` for models holding weights that no forward uses (an smp encoder cut to fewer stages).
+    """
+    if not ctx.enabled:
+        return model
+    if ctx.device.type == "cuda":
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    if not find_unused_parameters:
+        return ctx.wrap(model)
+    device_ids = [ctx.device.index] if ctx.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids, find_unused_parameters=True)
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain model inside a DDP wrapper (for evaluation and saving)."""
+    return getattr(model, "module", model)
+
+
+def finish_training(model: nn.Module, ctx) -> nn.Module:
+    """The plain model, identical on every rank: float buffers (BatchNorm running statistics) averaged over ranks.
+
+    DDP averages gradients, so the weights already agree; the buffers do not, because each rank's last forward
+    updates its running statistics from its own share of the batch after DDP's broadcast of rank 0's.
+    """
+    model = unwrap(model)
+    if ctx.enabled:
+        for buffer in model.buffers():
+            if buffer.is_floating_point():
+                buffer.copy_(ctx.mean(buffer))
+    return model
+
+
+DUMP_ENV = "INSPECT_TRAIN_DEBUG_DUMP"  # a folder: every rank saves its trained weights there (for the DDP tests)
+
+
+def debug_dump(ctx, model: nn.Module, name: str) -> None:
+    """With $INSPECT_TRAIN_DEBUG_DUMP set, save this rank's weights as <name>-rank<r>.pt, to compare ranks."""
+    import os
+
+    folder = os.environ.get(DUMP_ENV)
+    if not folder:
+        return
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    torch.save(unwrap(model).state_dict(), Path(folder) / f"{name}-rank{ctx.rank}.pt")

@@ -6,6 +6,11 @@ defect type and partition) and cached under one folder with an index.json
 that records which base images each was trained on, so a cached generator is
 never reused for a partition whose base set differs (that would leak test
 images into training).
+
+Under torchrun every rank joins the GAN training (the DFMGAN trainers spread
+the global batch over ranks and write on rank 0 only), so no rank waits alone
+past the process group's timeout; rank 0 alone writes the index, and every
+rank then loads the same checkpoints.
 """
 
 from __future__ import annotations
@@ -29,13 +34,18 @@ class DFMGANCache:
 
     def __init__(self, folder: Path, config: dict, gan_data: CategoryData, *, seed: int = 0, device="cpu",
                  backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
-                 manifest_path: str | None = None, say: Callable[[str], None] = print):
+                 manifest_path: str | None = None, say: Callable[[str], None] = print, ctx=None):
+        from inspect_train.distributed import DistContext
+
+        self.ctx = ctx or DistContext()
         self.folder = Path(folder)
         self.config, self.data = config, gan_data
         self.seed, self.device, self.progress = seed, str(device), progress
         self.backbone_steps, self.defect_steps = backbone_steps, defect_steps
-        self.manifest_path, self.say = manifest_path, say
+        self.manifest_path = manifest_path
+        self.say = say if self.ctx.is_main else (lambda message: None)
         self.index = self._read_index()
+        self.ctx.barrier()  # every rank has read the same index before rank 0 may rewrite it
 
     def _read_index(self) -> dict:
         path = self.folder / INDEX
@@ -54,7 +64,12 @@ class DFMGANCache:
         return index
 
     def _save(self) -> None:
-        write_json_atomic(self.index, self.folder / INDEX)
+        if self.ctx.is_main:
+            write_json_atomic(self.index, self.folder / INDEX)
+
+    def _dist(self) -> dict:
+        """Pass the process group to the trainers only when there is one (one process: the plain call)."""
+        return {"dist_ctx": self.ctx} if self.ctx.enabled else {}
 
     def backbone(self) -> Path:
         entry = self.index.get("backbone")
@@ -66,7 +81,7 @@ class DFMGANCache:
                  f"-> {self.folder / 'backbone'}")
         path = fit_backbone(self.data.train_good.images, self.config, self.folder / "backbone",
                             steps=self.backbone_steps, seed=self.seed, device=self.device, resume=True,
-                            progress=self.progress)
+                            progress=self.progress, **self._dist())
         self.index["backbone"] = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
         self._save()
         return Path(path)
@@ -97,7 +112,7 @@ class DFMGANCache:
                               steps=self.defect_steps, seed=self.seed, device=self.device, resume=False,
                               progress=self.progress,
                               extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
-                                     "category": self.data.index.category})
+                                     "category": self.data.index.category}, **self._dist())
             self.index["defects"].setdefault(key, {})[defect] = {
                 "checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names)}
             self._save()

@@ -22,6 +22,7 @@ import yaml
 from segmentation_models_pytorch.losses import DiceLoss
 
 from inspect_train.data.category import CategoryData, load_category
+from inspect_train.distributed import DistContext
 from inspect_train.data.images import parse_resolution
 from inspect_train.errors import InputError
 from inspect_train.metrics.segmentation import METRIC_KEYS, segmentation_metrics
@@ -30,12 +31,18 @@ from inspect_train.models.segmenters import MODELS, build_segmenter, input_divis
 from inspect_train.online import GOOD, OnlineBatches, RealPool
 from inspect_train.protocol import get_partition, manifest_for_run
 from inspect_train.tasks.common import (
-    choose_device,
+    debug_dump,
+    gather_union,
+    main_first,
     make_optimizer,
     open_writer,
+    prepare_model,
     sample_grid,
     seed_everything,
+    start_run,
     train_fixed_steps,
+    unwrap,
+    finish_training,
 )
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
@@ -141,13 +148,14 @@ def test_set(data: CategoryData, partition: dict) -> TestSet:
     return TestSet(names, torch.cat(images), torch.cat(masks), n_defect)
 
 
-def load_data(job: SegmentJob) -> CategoryData:
+def load_data(job: SegmentJob, ctx: DistContext | None = None) -> CategoryData:
     """The user's category at the config's resolution, or the toy dataset written under the output folder."""
     size = parse_resolution(job.config.get("resolution"))
     if job.data is None:
         from inspect_train.data.toy import write_toy_dataset
 
-        root = write_toy_dataset(job.out / "toy-data", seed=0)
+        folder = job.out / "toy-data"
+        root = main_first(ctx or DistContext(), lambda: write_toy_dataset(folder, seed=0), lambda: folder)
         return load_category(root, "toy", size=size)
     if not job.category:
         raise InputError("--category is needed with --data")
@@ -198,13 +206,17 @@ def draem_targets(batch) -> tuple[torch.Tensor, torch.Tensor]:
     return targets, weights
 
 
-def train_model(model: nn.Module, batches: OnlineBatches, job: SegmentJob, writer, tag: str) -> dict:
-    """A fixed schedule of `steps` AdamW steps with cosine decay; returns what the report states."""
+def train_model(model: nn.Module, batches: OnlineBatches, job: SegmentJob, writer, tag: str,
+                world_size: int = 1) -> dict:
+    """A fixed schedule of `steps` AdamW steps with cosine decay; returns what the report states.
+
+    `model` may be DDP-wrapped; `batches` is then this rank's share, and the counts reported are over all ranks.
+    """
     config, steps = job.config, int(job.config["steps"])
     lr = float(job.model_config().get("lr", config["lr"]))
     optimizer, scheduler = make_optimizer(model, steps, lr, float(config.get("weight_decay", 0.0)))
     if job.model == "draem":
-        criterion = DraemLoss(model.config).to(batches.device)
+        criterion = DraemLoss(unwrap(model).config).to(batches.device)
 
         def step_fn(net, batch):
             reconstruction, logits = net(batch.images)
@@ -221,21 +233,21 @@ def train_model(model: nn.Module, batches: OnlineBatches, job: SegmentJob, write
     grid_steps = {0, steps // 2, steps - 1}
 
     def on_batch(step, batch):
-        if step in grid_steps:
+        if writer is not None and step in grid_steps:
             writer.add_image("train/batch (image, mask)", sample_grid(batch.images, batch.masks), step)
 
     started = time.time()
     last = train_fixed_steps(model, batches, steps, step_fn, optimizer, scheduler, writer=writer, desc=tag,
-                             on_batch=on_batch, progress=job.progress)
+                             on_batch=on_batch, progress=job.progress and writer is not None)
     if not math.isfinite(last.get("loss", math.nan)):
         raise RuntimeError(f"{tag}: the training loss is {last.get('loss')} at the end of the schedule")
     return {
         "steps": steps,
-        "batch_size": batches.batch_size,
+        "batch_size": batches.batch_size * world_size,
         "lr": lr,
-        "epochs": round(batches.epochs, 2),
-        "real_seen": batches.real_seen,
-        "synthetic_seen": batches.synthetic_seen,
+        "epochs": round(batches.epochs * world_size, 2),
+        "real_seen": batches.real_seen * world_size,
+        "synthetic_seen": batches.synthetic_seen * world_size,
         "final_loss": round(last["loss"], 6),
         "train_seconds": round(time.time() - started, 1),
     }
@@ -283,8 +295,14 @@ def log_evaluation(writer, tests: TestSet, maps: torch.Tensor, metrics: dict, st
 # ----------------------------------------------------------------------------- one arm, one partition, the run
 
 
-def run_arm(job, data, partition, tests, generator, arm: str, device, tb_root: Path) -> tuple[dict, dict, set]:
-    """Train one arm's model from the run seed, evaluate it once on the test set, save it."""
+def run_arm(job, data, partition, tests, generator, arm: str, device, tb_root: Path,
+            ctx: DistContext | None = None) -> tuple[dict | None, dict, set]:
+    """Train one arm's model from the run seed, evaluate it once on the test set, save it.
+
+    Under torchrun each rank trains on its share of the batch (own seed), DDP averages the gradients, and
+    rank 0 alone logs, evaluates and saves; the other ranks return None for the metrics.
+    """
+    ctx = ctx or DistContext(device=device)
     k = partition["partition"]
     base_names = {t: split["base"] for t, split in partition["defects"].items()}
     class_names = [GOOD, *sorted(base_names)]
@@ -292,9 +310,9 @@ def run_arm(job, data, partition, tests, generator, arm: str, device, tb_root: P
     batches = OnlineBatches(
         pool,
         generator,
-        batch_size=int(job.config["batch_size"]),
+        batch_size=ctx.local_batch(int(job.config["batch_size"])),
         synthetic_ratio=float(job.config["synthetic_ratio"]),
-        seed=job.seed,
+        seed=job.seed + ctx.seed_offset(),
         device=device,
         augment_real=bool(job.config.get("augment_real", False)),
     )
@@ -303,24 +321,33 @@ def run_arm(job, data, partition, tests, generator, arm: str, device, tb_root: P
         job.model, data.channels, job.model_config(), encoder=job.model_config().get("encoder", "resnet18"),
         weights=job.weights,
     ).to(device)
-    writer = open_writer(tb_root / f"P{k}" / arm)
+    model = prepare_model(model, ctx, find_unused_parameters=True)
+    writer = open_writer(tb_root / f"P{k}" / arm) if ctx.is_main else None
     try:
-        schedule = train_model(model, batches, job, writer, tag=f"P{k} {arm}")
+        schedule = train_model(model, batches, job, writer, tag=f"P{k} {arm}", world_size=ctx.world_size)
+        model = finish_training(model, ctx)
+        debug_dump(ctx, model, f"P{k}-{arm}")
+        served = gather_union(ctx, set(batches.served_real))
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 evaluates and saves
+            return None, schedule, served
         maps = predict_maps(model, tests.images, device, int(job.config.get("eval_batch_size", 32)), job.model == "draem")
         metrics = _nan_to_none(
             segmentation_metrics(maps, tests.masks, sigma=float(job.config.get("smooth_sigma", 4.0)))
         )
         log_evaluation(writer, tests, maps, metrics, schedule["steps"])
     finally:
-        writer.close()
+        if writer is not None:
+            writer.close()
     ckpt = job.out / f"P{k}" / arm / "model.pt"
     ckpt.parent.mkdir(parents=True, exist_ok=True)
     torch.save({"model": job.model, "config": job.model_config(), "channels": data.channels,
                 "size": list(data.size), "state_dict": model.state_dict()}, ckpt)
-    return metrics, schedule, set(batches.served_real)
+    ctx.barrier()
+    return metrics, schedule, served
 
 
-def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: Path):
+def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: Path, ctx: DistContext | None = None):
     """make(partition, base_names) -> the augmented arm's generator (the classify task's factory and DFMGAN cache).
 
     DFMGAN generators are trained when missing (stage 1 once, stage 2 per partition and defect type) at the
@@ -339,25 +366,44 @@ def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: 
         gan_data = load_category(data.index.root, data.index.category, size=(side, side), index=data.index)
         cache = DFMGANCache(job.generators_dir or job.out / "generators", gan_config, gan_data, seed=job.seed,
                             device=str(device), backbone_steps=job.backbone_steps, defect_steps=job.defect_steps,
-                            progress=job.progress, manifest_path=str(manifest_path))
+                            progress=job.progress, manifest_path=str(manifest_path), ctx=ctx,
+                            say=print if ctx is None or ctx.is_main else (lambda message: None))
     return generator_factory(job.aug, data, device, options, dfmgan=cache)
 
 
-def run_segment(job: SegmentJob) -> dict:
-    """Train and evaluate every requested partition and arm; write results.json, report.md and TensorBoard logs."""
-    from inspect_train.report import write_results
+def run_segment(job: SegmentJob) -> dict | None:
+    """Train and evaluate every requested partition and arm; write results.json, report.md and TensorBoard logs.
+
+    Under `torchrun --nproc_per_node N` every rank trains its share of each batch; rank 0 writes and returns
+    the results, the other ranks return None.
+    """
+    from inspect_train.distributed import shutdown
 
     job.check()
+    ctx = start_run(job.device)
+    try:
+        return _run_segment(job, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _run_segment(job: SegmentJob, ctx: DistContext) -> dict | None:
+    from inspect_train.report import write_results
+
+    ctx.local_batch(int(job.config["batch_size"]))  # fail early when the batch does not divide over the processes
     job.out = Path(job.out)
     job.out.mkdir(parents=True, exist_ok=True)
-    device = choose_device(job.device)
+    device = ctx.device
     if device.type == "cpu" and job.config.get("cpu_threads"):
         torch.set_num_threads(int(job.config["cpu_threads"]))
-    data = load_data(job)
+    data = load_data(job, ctx)
     check_resolution(data, job)
-    manifest, manifest_path = manifest_for_run(data.index, job.manifest, job.out, max(3, *job.partitions), job.seed)
+    count = max(3, *job.partitions)
+    manifest, manifest_path = main_first(
+        ctx, lambda: manifest_for_run(data.index, job.manifest, job.out, count, job.seed),
+        lambda: manifest_for_run(data.index, job.manifest or str(job.out / "manifest.json"), job.out, count, job.seed))
     tb_root = job.out / "tb"
-    make_generator = generator_maker(job, data, device, manifest_path) if job.aug != "none" else None
+    make_generator = generator_maker(job, data, device, manifest_path, ctx) if job.aug != "none" else None
     entries = []
     for k in job.partitions:
         partition = get_partition(manifest, k)
@@ -375,7 +421,7 @@ def run_segment(job: SegmentJob) -> dict:
             generator = None
             if arm == "augmented":
                 generator = make_generator(k, {t: split["base"] for t, split in partition["defects"].items()})
-            entry[arm], schedule, served = run_arm(job, data, partition, tests, generator, arm, device, tb_root)
+            entry[arm], schedule, served = run_arm(job, data, partition, tests, generator, arm, device, tb_root, ctx)
             entry[f"{arm}_epochs"] = schedule["epochs"]
             entry[f"{arm}_final_loss"] = schedule["final_loss"]
             entry[f"{arm}_train_seconds"] = schedule["train_seconds"]
@@ -385,9 +431,12 @@ def run_segment(job: SegmentJob) -> dict:
         # The protocol's audit trail: every real image any arm trained on, as (class, file name).
         entry["real_images_used"] = [list(item) for item in sorted(used)]
         entries.append(entry)
+    if not ctx.is_main:
+        return None
     config = {**job.config, "model": job.model, "model_config": job.model_config(), "weights": job.weights,
               "seed": job.seed, "resolution": list(data.size), "channels": data.channels,
-              "data": str(job.data) if job.data else "toy", "category": job.category or "toy"}
+              "data": str(job.data) if job.data else "toy", "category": job.category or "toy",
+              **({"processes": ctx.world_size} if ctx.enabled else {})}
     schedule = {"steps": int(job.config["steps"]), "batch_size": int(job.config["batch_size"]),
                 "synthetic_ratio": float(job.config["synthetic_ratio"]) if job.aug != "none" else 0.0,
                 "model": job.model, "evaluated": "last step (fixed schedule, no checkpoint selection)"}
