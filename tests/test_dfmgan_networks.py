@@ -11,15 +11,6 @@ from generators.dfmgan.networks import (Generator, ModulatedConv2d, build_discri
 from inspect_train.cli import main
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and the CPU is shared: avoid OpenMP oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def tiny():
     return load_config("dfmgan-tiny")

@@ -15,14 +15,6 @@ from generators.dfmgan.networks import Generator, ModulatedConv2d
 from inspect_train.errors import InputError
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
     config = load_config("dfmgan-tiny")

@@ -15,15 +15,6 @@ from inspect_train.data.category import load_category
 from inspect_train.data.toy import write_toy_dataset
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks run fastest on one thread, and the CPU is shared: avoid OpenMP oversubscription."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy_root(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("dfmgan_toy"))

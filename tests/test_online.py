@@ -13,15 +13,6 @@ from inspect_train.online import GOOD, OnlineBatches, RealPool
 from inspect_train.protocol import get_partition, make_manifest
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """One intra-op thread: on a CPU shared with other test runs, two threads are several times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy(toy_root):
     return load_category(toy_root, "toy", size=(32, 32))

@@ -12,15 +12,6 @@ from inspect_train.online import Batch
 from inspect_train.tasks.segment import draem_targets
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny convolutions gain nothing from a second thread, and a busy shared CPU makes two threads crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _run(tmp_path, toy_root, *extra, name="run"):
     out = tmp_path / name
     code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",

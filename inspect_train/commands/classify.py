@@ -3,7 +3,6 @@ real-only baseline, on each partition of the few-shot protocol."""
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import time
 from pathlib import Path

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
 from inspect_train.data.category import load_category
 from inspect_train.data.check import format_table, summarise
