@@ -2,32 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import yaml
 
+from inspect_train.config_files import read_preset
 from inspect_train.errors import InputError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 REQUIRED = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "res_start",
             "d_channel_base", "d_channel_max", "dmatch_channel_base", "dmatch_channel_max", "stage1", "stage2")
 
 
 def load_config(name_or_path: str) -> dict:
     """'dfmgan-tiny' -> configs/dfmgan-tiny.yaml; a path is read as-is."""
-    text = str(name_or_path)
-    path = Path(text)
-    if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{text}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("dfmgan-*.yaml"))
-        raise InputError(f"{name_or_path}: DFMGAN config not found (known: {', '.join(known)})")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: a DFMGAN config must be a mapping")
+    config, path = read_preset(name_or_path, "dfmgan")
     missing = [k for k in REQUIRED if k not in config]
     if missing:
         raise InputError(f"{path}: missing keys {', '.join(missing)}")

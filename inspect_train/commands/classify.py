@@ -7,12 +7,11 @@ import dataclasses
 import time
 from pathlib import Path
 
-import yaml
 
+from inspect_train.config_files import read_preset
 from inspect_train.errors import InputError
 
 AUG_CHOICES = ("none", "classic", "crop-paste", "cut-paste", "perlin", "dfmgan")
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 TOY_PRESET, DATA_PRESET = "classify-toy", "classify-256"
 
 
@@ -56,19 +55,7 @@ def register(subparsers) -> None:
 
 
 def load_preset(name_or_path: str) -> dict:
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("classify-*.yaml"))
-        raise InputError(f"{name_or_path}: classify config not found (known: {', '.join(known)})")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
-    if not isinstance(config, dict):
-        raise InputError(f"{path}: a classify config must be a mapping")
-    return config
+    return read_preset(name_or_path, "classify")[0]
 
 
 def settings_from(config: dict, args, where: str):

@@ -25,6 +25,7 @@ from inspect_train.errors import InputError
 # imported when the command runs, not whenever the CLI builds its parser.
 LPIPS_NETS = ("alex", "squeeze", "vgg")
 from inspect_train.protocol import get_partition, manifest_for_run
+from inspect_train.tasks.common import choose_device
 from inspect_train.genmetrics.sources import folder_channels, generated_image_paths, iter_folder, iter_generator
 
 REAL_SET_HELP = (
@@ -80,18 +81,6 @@ def register(subparsers) -> None:
                    help="TEST ONLY: randomly initialised Inception and LPIPS networks instead of pretrained weights; "
                    "the numbers mean nothing and results.json records random_features: true")
     p.set_defaults(func=run)
-
-
-def choose_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise InputError(f"--device '{name}' is not a torch device (cpu, cuda, cuda:1 ...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {name}: CUDA is not available on this machine")
-    return device
 
 
 def check_args(args) -> None:

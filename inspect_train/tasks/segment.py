@@ -18,12 +18,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import yaml
 from segmentation_models_pytorch.losses import DiceLoss
 
 from inspect_train.data.category import CategoryData, load_category
 from inspect_train.distributed import DistContext
 from inspect_train.data.images import parse_resolution
+from inspect_train.config_files import read_preset
 from inspect_train.errors import InputError
 from inspect_train.metrics.segmentation import METRIC_KEYS, segmentation_metrics
 from inspect_train.models.draem import DraemLoss
@@ -45,7 +45,6 @@ from inspect_train.tasks.common import (
     finish_training,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
 AUGS = ("none", "crop-paste", "cut-paste", "perlin", "dfmgan")
 GRID_IMAGES = 8
 
@@ -55,16 +54,7 @@ GRID_IMAGES = 8
 
 def load_segment_config(name_or_path: str) -> dict:
     """'segment-tiny' -> configs/segment-tiny.yaml; a path is read as-is."""
-    path = Path(name_or_path)
-    if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{name_or_path}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in CONFIG_DIR.glob("segment-*.yaml"))
-        raise InputError(f"{name_or_path}: segment config not found (known: {', '.join(known)})")
-    try:
-        config = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise InputError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+    config, path = read_preset(name_or_path, "segment")
     if not isinstance(config, dict) or not isinstance(config.get("models"), dict):
         raise InputError(f"{path}: a segment config must be a mapping with a 'models' section")
     missing = [k for k in ("steps", "batch_size", "lr", "synthetic_ratio") if k not in config]
