@@ -9,6 +9,7 @@ from pathlib import Path
 
 
 from inspect_train.config_files import read_preset
+from inspect_train.commands._cmdline import command_line
 from inspect_train.errors import InputError
 
 AUG_CHOICES = ("none", "classic", "crop-paste", "cut-paste", "perlin", "dfmgan")
@@ -84,21 +85,6 @@ def settings_from(config: dict, args, where: str):
     if not 0.0 <= float(settings.synthetic_ratio) <= 1.0:
         raise InputError(f"--synthetic-ratio must be between 0 and 1 (got {settings.synthetic_ratio})")
     return settings
-
-
-def command_line(args) -> str:
-    parts = ["inspect-train", "classify"]
-    for key, value in vars(args).items():
-        if key in ("func", "command") or value in (None, False):
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts += [flag, *map(str, value)]
-        else:
-            parts += [flag, str(value)]
-    return " ".join(parts)
 
 
 def run(args) -> int:
@@ -201,7 +187,7 @@ def _run(args, ctx) -> int:
     schedule = {"steps": settings.steps, "batch_size": settings.batch_size, "synthetic_per_batch": n_synthetic,
                 "real_per_batch": settings.batch_size - n_synthetic,
                 "synthetic_samples_seen": entries[0].get("synthetic_samples_seen", 0)}
-    results = write_results(out, "classify", args.aug, command_line(args), effective, manifest_path, entries,
+    results = write_results(out, "classify", args.aug, command_line("classify", args), effective, manifest_path, entries,
                             task.METRICS, extra={"schedule": schedule})
     summary = results["summary"]
     for metric in task.METRICS:

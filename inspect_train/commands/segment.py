@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import shlex
 from pathlib import Path
 
+from inspect_train.commands._cmdline import command_line
 from inspect_train.errors import InputError
 
 
@@ -53,27 +53,6 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def command_line(args) -> str:
-    """The command as a user would retype it (from the parsed arguments, so it is right when called from Python)."""
-    parts = ["inspect-train", "segment"]
-    for key, value in sorted(vars(args).items()):
-        if key in ("func", "command") or value is None or value is False:
-            continue
-        if key == "baseline":
-            if value is True:
-                continue
-            parts.append("--no-baseline")
-            continue
-        flag = "--" + key.replace("_", "-")
-        if value is True:
-            parts.append(flag)
-        elif isinstance(value, list):
-            parts += [flag, *map(str, value)]
-        else:
-            parts += [flag, str(value)]
-    return " ".join(shlex.quote(p) for p in parts)
-
-
 def build_job(args):
     from inspect_train.tasks.segment import SegmentJob, load_segment_config
 
@@ -101,7 +80,7 @@ def build_job(args):
         gan_config=args.gan_config,
         backbone_steps=args.backbone_steps,
         defect_steps=args.defect_steps,
-        command=command_line(args),
+        command=command_line("segment", args, negated={"baseline": "--no-baseline"}),
         progress=not args.quiet,
     )
 
