@@ -9,10 +9,11 @@ layers are StyleGAN2's: a stride-2 transposed convolution on the low-resolution
 input, then a [1, 3, 3, 1] blur, a quarter of the work of upsampling first and
 convolving at the high resolution.
 
-Speed (no autograd, i.e. sampling): the activation epilogues (demodulation, noise,
-bias, leaky ReLU) run in place on the fresh conv output; the result is the same
-float operations in the same order, only without new large tensors. Everything
-works on channels_last inputs, which the sampler uses.
+Speed (no autograd, i.e. sampling): each layer's epilogue (demodulation, noise,
+bias, leaky ReLU) is fused into three in-place passes over the fresh conv output,
+and an upsampling layer's epilogue also applies the next layer's input styles, so
+no large tensor is allocated for either; the result equals the autograd path up
+to float rounding. Everything works on channels_last inputs, which the sampler uses.
 
 Stage 2 (DFMGAN): a defect mapping network maps z_defect to w_defect; residual
 blocks beside the synthesis blocks from `res_start` up produce defect features;
@@ -98,21 +99,28 @@ class ModulatedConv2d(nn.Module):
             self.register_buffer("blur_kernel", (k[:, None] * k[None, :] / k.sum() ** 2 * 4), persistent=False)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        styles = self.affine(w)  # (N, in)
+        styles = self.affine(w)
+        x = self.convolve(x, styles, premodulated=False)
+        if self.demodulate:
+            x = x * self.demod_scale(styles)[:, :, None, None]
+        return x
+
+    def convolve(self, x: torch.Tensor, styles: torch.Tensor, premodulated: bool) -> torch.Tensor:
+        """The convolution of the style-scaled input, before demodulation. `premodulated`: the caller
+        already scaled x by `styles` (the sampler folds that into the previous layer's epilogue)."""
         weight = self.weight * self.w_gain
         if weight.shape[-1] == 1 and not self.up:
-            x = pointwise(x, weight[:, :, 0, 0][None] * styles[:, None, :])
-        elif self.up:
-            x = F.conv_transpose2d(x * styles[:, :, None, None], weight.transpose(0, 1), stride=2)
-            x = blur(x, self.blur_kernel)
-        else:
-            x = F.conv2d(x * styles[:, :, None, None], weight, padding=self.pad)
-        if self.demodulate:
-            # |w'|^2 summed over (in, k, k) for each sample and output channel, without building w'.
-            norm = styles.square() @ weight.square().sum(dim=(2, 3)).t()  # (N, out)
-            scale = torch.rsqrt(norm + 1e-8)[:, :, None, None]
-            x = x.mul_(scale) if not torch.is_grad_enabled() else x * scale
-        return x
+            return pointwise(x, weight[:, :, 0, 0][None] * styles[:, None, :])
+        if not premodulated:
+            x = x * styles[:, :, None, None]
+        if self.up:
+            return blur(F.conv_transpose2d(x, weight.transpose(0, 1), stride=2), self.blur_kernel)
+        return F.conv2d(x, weight, padding=self.pad)
+
+    def demod_scale(self, styles: torch.Tensor) -> torch.Tensor:
+        """1/|w'| per sample and output channel, |w'|^2 summed over (in, k, k), without building w'. (N, out)"""
+        weight = self.weight * self.w_gain
+        return torch.rsqrt(styles.square() @ weight.square().sum(dim=(2, 3)).t() + 1e-8)
 
 
 def blur(x: torch.Tensor, kernel: torch.Tensor, padding: int = 1) -> torch.Tensor:
@@ -142,11 +150,26 @@ class StyleLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         x = self.conv(x, w)
-        if not torch.is_grad_enabled():  # same operations in the same order, in place on the fresh output
-            x.add_(noise * self.noise_strength).add_(self.bias[None, :, None, None])
-            return F.leaky_relu_(x, 0.2).mul_(SQRT2)
         x = x + noise * self.noise_strength
         return lrelu(x + self.bias[None, :, None, None])
+
+    @torch.no_grad()
+    def sample(self, x: torch.Tensor, styles: torch.Tensor, noise: torch.Tensor, premodulated: bool = False,
+               next_styles: torch.Tensor | None = None) -> torch.Tensor:
+        """The same layer for sampling (no autograd), with the epilogue fused and in place.
+
+        lrelu(y*d + noise*s + b)*sqrt2 equals lrelu(y*d' + noise*s' + b') with every factor times sqrt2,
+        since leaky ReLU is positively homogeneous: three passes over y (addcmul, noise add, leaky ReLU)
+        instead of five, and no new large tensors. `next_styles`: also scale the output by the next
+        layer's styles (that layer then runs with `premodulated=True`), which saves it a modulated copy.
+        Equal to `forward` up to float rounding (tests/test_dfmgan_sampling_speed.py).
+        """
+        y = self.conv.convolve(x, styles, premodulated)
+        scale = self.conv.demod_scale(styles) * SQRT2
+        torch.addcmul((self.bias * SQRT2)[None, :, None, None], y, scale[:, :, None, None], out=y)
+        y.add_(noise * (self.noise_strength * SQRT2))
+        F.leaky_relu_(y, 0.2)
+        return y.mul_(next_styles[:, :, None, None]) if next_styles is not None else y
 
 
 class ToImage(nn.Module):
@@ -203,9 +226,9 @@ class SynthesisBlock(nn.Module):
     def features(self, x: torch.Tensor | None, w: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
         if self.first:
             x = self.const[None].expand(w.shape[0], -1, -1, -1)
-        else:
-            x = self.conv0(x, w, noise[1])
-        return self.conv1(x, w, noise[0])
+            return self.conv1(x, w, noise[0]) if torch.is_grad_enabled() else self.conv1.sample(
+                x, self.conv1.conv.affine(w), noise[0])
+        return two_layers(self.conv0, self.conv1, x, w, noise)
 
     def rgb(self, x: torch.Tensor, img: torch.Tensor | None, w: torch.Tensor) -> torch.Tensor:
         y = self.to_rgb(x, w)
@@ -223,7 +246,17 @@ class ResidualBlock(nn.Module):
         self.conv1 = StyleLayer(out_ch, out_ch, w_dim)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise: list[torch.Tensor]) -> torch.Tensor:
-        return self.conv1(self.conv0(x, w, noise[1]), w, noise[0])
+        return two_layers(self.conv0, self.conv1, x, w, noise)
+
+
+def two_layers(conv0: StyleLayer, conv1: StyleLayer, x: torch.Tensor, w: torch.Tensor,
+               noise: list[torch.Tensor]) -> torch.Tensor:
+    """conv0 (upsampling) then conv1; without autograd conv0's epilogue applies conv1's input styles."""
+    if torch.is_grad_enabled():
+        return conv1(conv0(x, w, noise[1]), w, noise[0])
+    styles1 = conv1.conv.affine(w)
+    x = conv0.sample(x, conv0.conv.affine(w), noise[1], next_styles=styles1)
+    return conv1.sample(x, styles1, noise[0], premodulated=True)
 
 
 class Generator(nn.Module):
