@@ -6,9 +6,11 @@ figure can be read as a ratio that holds across machines.
 
 from __future__ import annotations
 
+import json
 import platform
 import resource
 import time
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -131,3 +133,13 @@ def run_isolated(script: str, argv: list[str]) -> dict:
     if proc.returncode != 0:
         raise RuntimeError(f"{script} {' '.join(argv)} failed:\n{proc.stderr[-2000:]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def finish(device: torch.device, header: list[str], rows: list[list[object]], results: list[dict],
+           json_path: str | None) -> int:
+    """The end of every sweep script: the machine as it is now (load moves), the table, the raw rows."""
+    print(f"machine after: {machine_line(device)}")
+    print_table(header, rows)
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1))
+    return 0

@@ -25,7 +25,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (machine_line, peak_memory_mb, print_table, reset_peak_memory, resolve_device,  # noqa: E402
+from benchmarks.common import (finish, machine_line, peak_memory_mb, reset_peak_memory, resolve_device,  # noqa: E402
                                run_isolated, synchronize)
 from generators.dfmgan.config import load_config  # noqa: E402
 from generators.dfmgan.train_backbone import train_backbone  # noqa: E402
@@ -108,12 +108,8 @@ def main(argv=None) -> int:
             rows.append([r["config"], r["stage"], r["batch"], f"{r['s_per_step']:.2f}", f"{r['images_per_s']:.3g}",
                          f"{r['peak_mb']:.0f}"])
             print(f"  done {name} stage {stage}: {r['images_per_s']:.3g} images/s", flush=True)
-    print(f"machine after: {machine_line(device)}")
-    print_table(["config", "stage", "batch", "s/step", "real images/s seen by D",
-                 "peak MB (GPU allocated / CPU RSS)"], rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return finish(device, ["config", "stage", "batch", "s/step", "real images/s seen by D",
+                           "peak MB (GPU allocated / CPU RSS)"], rows, results, args.json)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from torch.utils.flop_counter import FlopCounterMode
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.common import (machine_line, matmul_gflops, peak_memory_mb, precisions_for, print_table,  # noqa: E402
+from benchmarks.common import (finish, machine_line, matmul_gflops, peak_memory_mb, precisions_for,  # noqa: E402
                                reset_peak_memory, resolve_device, run_isolated, synchronize, time_per_call)
 from generators.dfmgan.checkpoint import save_checkpoint  # noqa: E402
 from generators.dfmgan.config import load_config, with_resolution  # noqa: E402
@@ -172,13 +172,9 @@ def main(argv=None) -> int:
                                  f"{r['first_call_s']:.1f}", f"{r['peak_mb']:.0f}"])
                     print(f"  done {res}x{res} batch {n} {r['precision']}: {r['triplets_per_s']:.3g} triplets/s",
                           flush=True)
-    print(f"machine after: {machine_line(device)}")
-    print_table(["res", "batch", "precision", "triplets/s", "reference triplets/s", "speedup",
-                 "GFLOP/triplet (ours / ref)", "GFLOP/s", "matmul GFLOP/s", "% of matmul", "first call s",
-                 "peak MB"], rows)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1))
-    return 0
+    return finish(device, ["res", "batch", "precision", "triplets/s", "reference triplets/s", "speedup",
+                           "GFLOP/triplet (ours / ref)", "GFLOP/s", "matmul GFLOP/s", "% of matmul", "first call s",
+                           "peak MB"], rows, results, args.json)
 
 
 if __name__ == "__main__":

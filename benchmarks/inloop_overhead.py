@@ -62,7 +62,8 @@ def build_generators(augs, data, base_names, gan_config, resolution, device, wor
             subset = data.defects[defect].select(names)
             checkpoints[defect] = fit_defect(backbone, subset.images, subset.masks, defect, work / defect,
                                              config=config, steps=0, device=str(device), progress=False)
-        made[aug] = build_generator("dfmgan", data, base_names, device, checkpoints=checkpoints)
+        made[aug] = build_generator("dfmgan", data, base_names, device, checkpoints=checkpoints,
+                                   paired_good=False)  # as classify builds it
     return made
 
 

@@ -66,15 +66,20 @@ def write_json_atomic(data: dict, path: str | Path) -> Path:
     return path
 
 
+def read_json(path: Path, what: str):
+    """A JSON file we wrote, or one line naming the file and what is wrong with it."""
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: {what} not found") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(f"{path}: not a valid JSON {what} ({err})") from None
+
+
 def read_manifest(path: str | Path, index: CategoryIndex | None = None) -> dict:
     """Read and check a manifest; with an index, check it names this category's files."""
     path = Path(path)
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: manifest not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not a valid JSON manifest ({err})") from None
+    manifest = read_json(path, "manifest")
     if not isinstance(manifest, dict) or not isinstance(manifest.get("partitions"), list):
         raise InputError(f"{path}: manifest has no 'partitions' list")
     for part in manifest["partitions"]:

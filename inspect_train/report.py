@@ -13,13 +13,12 @@ over partitions that have both arms.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 from inspect_train.errors import InputError
-from inspect_train.protocol import write_json_atomic
+from inspect_train.protocol import read_json, write_json_atomic
 
 ARMS = ("baseline", "augmented")
 RESULTS_NAME = "results.json"
@@ -106,12 +105,7 @@ def read_results(path: str | Path) -> dict:
     path = Path(path)
     if path.is_dir():
         path = path / RESULTS_NAME
-    try:
-        results = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path}: results file not found") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise InputError(f"{path}: not valid JSON ({err})") from None
+    results = read_json(path, "results file")
     if not isinstance(results, dict):
         raise InputError(f"{path}: results must be a JSON object")
     missing = [k for k in ("task", "aug", "partitions", "summary", "metrics") if k not in results]

@@ -134,3 +134,13 @@ def test_downsampling_conv_is_blur_then_stride_two():
     blurred = F.conv2d(F.pad(x, (2, 2, 2, 2)), (k[:, None] * k[None]).expand(4, 1, 4, 4), groups=4)
     ref = F.conv2d(blurred, conv.weight * conv.w_gain, conv.bias, stride=2)
     torch.testing.assert_close(out, F.leaky_relu(ref, 0.2) * 2 ** 0.5, atol=1e-5, rtol=1e-4)
+
+
+def test_without_paired_good_same_defects_and_no_goods(ckpt):
+    """paired_good=False (classify, U-Net segment) skips the good branch: same draws, same defects and masks."""
+    both = DFMGANGenerator({"hole": ckpt}).sample(5, "hole", torch.Generator().manual_seed(4))
+    alone = DFMGANGenerator({"hole": ckpt}, paired_good=False).sample(5, "hole", torch.Generator().manual_seed(4))
+    assert alone.goods is None and both.goods is not None
+    torch.testing.assert_close(alone.images, both.images, atol=1e-5, rtol=0)
+    clear = (alone.masks == both.masks).float().mean()
+    assert clear > 0.999 and alone.masks.sum() > 0

@@ -29,7 +29,7 @@ def _worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
     from inspect_train.data.category import load_category
     from inspect_train.distributed import init_distributed, shutdown
 
-    real_save = tb._save
+    real_save = tb.save_on_main
 
     def save_and_dump(ctx, state, path):
         """The real (rank-0-only) save, plus every rank's weights to dump/ for the test to compare."""
@@ -39,7 +39,7 @@ def _worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
         keep = {k: state[k] for k in ("G", "G_ema", "D", "D_match", "step") if k in state}
         torch.save(keep, dump / f"{path.parent.name}_{path.stem}_step{state['step']}_rank{ctx.rank}.pt")
 
-    tb._save = td._save = save_and_dump
+    tb.save_on_main = td.save_on_main = save_and_dump
     ctx = init_distributed("cpu")
     toy = load_category(data_root, "toy", size=(32, 32))
     config = load_config("dfmgan-tiny")  # global batch 8 -> 4 per rank

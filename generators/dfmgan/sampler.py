@@ -3,7 +3,9 @@
 One stage-2 checkpoint per defect type. A call draws z_object, z_defect and the
 noise maps from the given torch.Generator, runs the shared low-resolution layers
 once and the good/defect branches as one batch, and returns everything on the
-generator's device.
+generator's device. Consumers that never use the paired good image (classify,
+U-Net/DeepLabV3 segment) build it with `paired_good=False`: same draws, same
+defect images and masks, about 30% less work at 256.
 
 Speed: no autograd (the network's epilogues then run in place), channels_last
 activations, and optionally `torch.compile` (`compile=True`; pays only for long
@@ -28,7 +30,8 @@ AMP = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 class DFMGANGenerator:
     def __init__(self, checkpoints: dict[str, Path], device="cpu", truncation: float = 1.0,
-                 channels_last: bool = True, compile: bool = False, precision: str = "fp32"):
+                 channels_last: bool = True, compile: bool = False, precision: str = "fp32",
+                 paired_good: bool = True):
         if not checkpoints:
             raise InputError("DFMGAN: no stage-2 checkpoint given")
         self.device = torch.device(device)
@@ -36,6 +39,7 @@ class DFMGANGenerator:
         if precision not in AMP:
             raise InputError(f"DFMGAN: precision '{precision}' (choose {', '.join(AMP)})")
         self.precision = precision
+        self.paired_good = bool(paired_good)  # False: skip the good branch (30 of 74 GFLOP per 256 triplet)
         self.defect_types = list(checkpoints)
         self._nets: dict[str, Generator] = {}
         self.info: dict[str, dict] = {}
@@ -80,7 +84,8 @@ class DFMGANGenerator:
         w_def = G.defect_mapping(z_def, truncation=self.truncation)
         amp = AMP[self.precision]
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            defect, mask_logits, good = self._synth[defect_type](w, w_def, noise, with_good=True)
+            defect, mask_logits, good = self._synth[defect_type](w, w_def, noise, with_good=self.paired_good)
         to01 = lambda x: ((x.float().clamp(-1, 1) + 1) / 2).contiguous()  # noqa: E731
         labels = torch.full((n,), self.defect_types.index(defect_type), dtype=torch.long, device=self.device)
-        return SyntheticBatch(to01(defect), (mask_logits >= 0).float().contiguous(), labels, to01(good))
+        return SyntheticBatch(to01(defect), (mask_logits >= 0).float().contiguous(), labels,
+                              to01(good) if good is not None else None)

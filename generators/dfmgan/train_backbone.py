@@ -21,14 +21,12 @@ from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
 from generators.dfmgan.augment import augment, parse_policy
-from generators.dfmgan.checkpoint import load_checkpoint, save_checkpoint
 from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator
-from inspect_train.errors import InputError
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, gather_rng_states,
-                                        guard_finite, restore_rng, sync_buffers, to_float, update_ema)
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
+                                        run_state, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 
 BACKBONE_FILE = "backbone.pt"
@@ -62,31 +60,13 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
-    step = 0
-    resumed = False
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, kind="backbone")
-        try:
-            G.load_state_dict(state["G"])
-            G_ema.load_state_dict(state["G_ema"])
-            D.load_state_dict(state["D"])
-            opt_G.load_state_dict(state["opt_G"])
-            opt_D.load_state_dict(state["opt_D"])
-        except (RuntimeError, ValueError, KeyError):
-            raise InputError(f"{ckpt_path}: cannot resume, it was trained with another config or channel count "
-                             f"(start a new --out or drop --resume)") from None
-        step = int(state["step"])
-        restore_rng(state, ctx, dev, seed, step)
-        resumed = True
+    parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D}
+    resumed = resume and ckpt_path.exists()
+    step = resume_from(ckpt_path, "backbone", parts, ctx, dev, seed, "another config or channel count") if resumed else 0
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
-        rngs = gather_rng_states(ctx, dev)
-        return {
-            "kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
-            "step": step, "seed": seed, "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rngs[0], "rng_ranks": rngs,
-            "world_size": ctx.world_size, "n_train_images": int(train_good.shape[0]),
-        }
+        return {"kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
+                "n_train_images": int(train_good.shape[0]), **run_state(parts, ctx, dev, step, seed)}
 
     writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
     grid_z = fixed_latents(16, G.z_dim, dev)
@@ -143,18 +123,14 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                     grid = image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)
                 writer.add_image("stage1/samples_ema", grid, step)
             if step % save_every == 0 or step == total:
-                _save(ctx, snapshot(), ckpt_path)
+                save_on_main(ctx, snapshot(), ckpt_path)
                 saved = True
     finally:
         bar.close()
         if writer is not None:
             writer.close()
     if not saved and not resumed:  # steps=0: still leave a checkpoint behind
-        _save(ctx, snapshot(), ckpt_path)
+        save_on_main(ctx, snapshot(), ckpt_path)
     ctx.barrier()
     return ckpt_path
 
-
-def _save(ctx: DistContext, state: dict, path: Path) -> None:
-    if ctx.is_main:
-        save_checkpoint(state, path)

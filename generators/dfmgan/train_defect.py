@@ -22,9 +22,8 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch
-from generators.dfmgan.train_backbone import _save
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, gather_rng_states,
-                                        guard_finite, restore_rng, sync_buffers, to_float, update_ema)
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
+                                        run_state, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
 
@@ -84,32 +83,15 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
-    step = 0
-    resumed = False
-    if resume and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path, kind="defect")
-        try:
-            for name, module in (("G", G), ("G_ema", G_ema), ("D", D), ("D_match", Dm)):
-                module.load_state_dict(state[name])
-            opt_G.load_state_dict(state["opt_G"])
-            opt_D.load_state_dict(state["opt_D"])
-        except (RuntimeError, ValueError, KeyError):
-            raise InputError(f"{ckpt_path}: cannot resume, it was trained from another backbone or config "
-                             f"(start a new --out or drop --resume)") from None
-        step = int(state["step"])
-        restore_rng(state, ctx, dev, seed, step)
-        resumed = True
+    parts = {"G": G, "G_ema": G_ema, "D": D, "D_match": Dm, "opt_G": opt_G, "opt_D": opt_D}
+    resumed = resume and ckpt_path.exists()
+    step = resume_from(ckpt_path, "defect", parts, ctx, dev, seed, "another backbone or config") if resumed else 0
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
-        rngs = gather_rng_states(ctx, dev)
-        return {
-            "kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
-            "resolution": resolution, "defect_type": defect_type, "step": step, "seed": seed,
-            "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
-            "G": G.state_dict(), "G_ema": G_ema.state_dict(), "D": D.state_dict(), "D_match": Dm.state_dict(),
-            "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(), "rng": rngs[0], "rng_ranks": rngs, "world_size": ctx.world_size,
-            **(extra or {}),
-        }
+        return {"kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
+                "resolution": resolution, "defect_type": defect_type,
+                "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
+                **run_state(parts, ctx, dev, step, seed), **(extra or {})}
 
     writer = SummaryWriter(str(out_dir / "tb" / defect_file(defect_type)[:-3])) if ctx.is_main else None
     grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
@@ -184,13 +166,13 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                                                       grid_noise, with_good=True)
                 writer.add_image("stage2/defect|mask|good", triplet_grid(d, m, g), step)
             if step % save_every == 0 or step == total:
-                _save(ctx, snapshot(), ckpt_path)
+                save_on_main(ctx, snapshot(), ckpt_path)
                 saved = True
     finally:
         bar.close()
         if writer is not None:
             writer.close()
     if not saved and not resumed:
-        _save(ctx, snapshot(), ckpt_path)
+        save_on_main(ctx, snapshot(), ckpt_path)
     ctx.barrier()
     return ckpt_path

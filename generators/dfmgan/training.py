@@ -128,3 +128,36 @@ def restore_rng(state: dict, ctx, device: torch.device, seed: int, step: int) ->
         set_rng_state(ranks[rank], device)
     else:
         torch.manual_seed(seed + (ctx.seed_offset() if ctx is not None else 0) + 7919 * step)
+
+
+def resume_from(path: Path, kind: str, parts: dict, ctx, device: torch.device, seed: int, trained_with: str) -> int:
+    """Load a stopped run's weights, optimiser states (`parts`: name -> module or optimiser, the
+    checkpoint's keys) and this rank's RNG state; return the step to continue from."""
+    from generators.dfmgan.checkpoint import load_checkpoint
+
+    state = load_checkpoint(path, kind=kind)
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError):
+        raise InputError(f"{path}: cannot resume, it was trained with {trained_with} "
+                         "(start a new --out or drop --resume)") from None
+    step = int(state["step"])
+    restore_rng(state, ctx, device, seed, step)
+    return step
+
+
+def run_state(parts: dict, ctx, device: torch.device, step: int, seed: int) -> dict:
+    """What resume needs: the step, the state of every part and every rank's RNG state.
+    Collective under torchrun: every rank calls it at the same steps."""
+    rngs = gather_rng_states(ctx, device)
+    return {"step": step, "seed": seed, **{name: part.state_dict() for name, part in parts.items()},
+            "rng": rngs[0], "rng_ranks": rngs, "world_size": ctx.world_size}
+
+
+def save_on_main(ctx, state: dict, path: Path) -> None:
+    """Rank 0 writes (atomically); the other ranks only took part in gathering the state."""
+    from generators.dfmgan.checkpoint import save_checkpoint
+
+    if ctx.is_main:
+        save_checkpoint(state, path)

@@ -167,7 +167,9 @@ def _run(args, ctx) -> int:
         dfmgan = DFMGANCache(folder, gan_config, gan_data, seed=args.seed, device=device,
                              backbone_steps=config.get("gan_backbone_steps"), defect_steps=config.get("gan_defect_steps"),
                              progress=settings.progress, manifest_path=str(manifest_path), ctx=ctx)
-    options = (settings.generator_options or {}).get(args.aug, {})
+    options = dict((settings.generator_options or {}).get(args.aug, {}))
+    if args.aug == "dfmgan":
+        options.setdefault("paired_good", False)  # a classifier never sees the paired good image
     make = generator_factory(args.aug, data, device, options, dfmgan)
 
     effective = {**config, **dataclasses.asdict(settings), "resolution": list(data.size), "device": str(device),

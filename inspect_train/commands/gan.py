@@ -70,14 +70,25 @@ def register(subparsers) -> None:
     de.set_defaults(func=run_describe)
 
 
-def _report_divergence(err) -> int:
-    print(f"inspect-train: error: {err}", file=sys.stderr)
-    return 1
+def _train_and_report(ctx, say, train) -> int:
+    """Run one training stage; a diverged run ends with one line and exit 1 (its last good checkpoint
+    stays), and the process group is closed either way."""
+    from generators.dfmgan.checkpoint import TrainingDiverged
+    from inspect_train.distributed import shutdown
+
+    try:
+        path = train()
+    except TrainingDiverged as err:
+        print(f"inspect-train: error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        shutdown(ctx)
+    say(f"wrote {path}")
+    return 0
 
 
 def run_fit_backbone(args) -> int:
     from generators.dfmgan.api import fit_backbone, load_config
-    from generators.dfmgan.checkpoint import TrainingDiverged
     from generators.dfmgan.config import with_resolution
     from inspect_train.data.category import load_category
 
@@ -96,20 +107,14 @@ def run_fit_backbone(args) -> int:
     say(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {res}x{res}, "
         f"{data.channels} channel(s), config {config['name']}"
         + (f", {ctx.world_size} processes" if ctx.enabled else ""))
-    try:
-        path = fit_backbone(data.train_good.images, config, Path(args.out), steps=args.steps, seed=args.seed,
-                            device=str(ctx.device), resume=args.resume, progress=not args.quiet, dist_ctx=ctx)
-    except TrainingDiverged as err:
-        return _report_divergence(err)
-    finally:
-        _shutdown(ctx)
-    say(f"wrote {path}")
-    return 0
+    return _train_and_report(ctx, say, lambda: fit_backbone(
+        data.train_good.images, config, Path(args.out), steps=args.steps, seed=args.seed, device=str(ctx.device),
+        resume=args.resume, progress=not args.quiet, dist_ctx=ctx))
 
 
 def run_fit_defect(args) -> int:
     from generators.dfmgan.api import fit_defect, load_config
-    from generators.dfmgan.checkpoint import TrainingDiverged, load_checkpoint
+    from generators.dfmgan.checkpoint import load_checkpoint
     from inspect_train.data.category import load_category
     from inspect_train.data.mvtec import scan_category
     from inspect_train.protocol import get_partition, manifest_for_run
@@ -142,16 +147,10 @@ def run_fit_defect(args) -> int:
     say = print if ctx.is_main else (lambda *a, **k: None)
     say(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at {res}x{res} "
         f"(manifest {manifest_path})" + (f", {ctx.world_size} processes" if ctx.enabled else ""))
-    try:
-        path = fit_defect(Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config,
-                          steps=args.steps, seed=args.seed, device=str(ctx.device), resume=args.resume,
-                          progress=not args.quiet, extra=extra, dist_ctx=ctx)
-    except TrainingDiverged as err:
-        return _report_divergence(err)
-    finally:
-        _shutdown(ctx)
-    say(f"wrote {path}")
-    return 0
+    return _train_and_report(ctx, say, lambda: fit_defect(
+        Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config, steps=args.steps,
+        seed=args.seed, device=str(ctx.device), resume=args.resume, progress=not args.quiet, extra=extra,
+        dist_ctx=ctx))
 
 
 def run_describe(args) -> int:
@@ -167,12 +166,6 @@ def run_describe(args) -> int:
         for key, value in counts.items():
             print(f"{key:>18}: {value:>12,}" if isinstance(value, int) else f"{key:>18}: {value}")
     return 0
-
-
-def _shutdown(ctx) -> None:
-    from inspect_train.distributed import shutdown
-
-    shutdown(ctx)
 
 
 def _positive_steps(steps) -> None:

@@ -15,7 +15,6 @@ rank then loads the same checkpoints.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Callable
 
@@ -24,7 +23,7 @@ import torch
 from generators.classic.registry import build_generator
 from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
-from inspect_train.protocol import write_json_atomic
+from inspect_train.protocol import read_json, write_json_atomic
 
 INDEX = "index.json"
 
@@ -53,10 +52,7 @@ class DFMGANCache:
                     "resolution": int(self.config["resolution"]), "channels": self.data.channels}
         if not path.exists():
             return {**identity, "backbone": None, "defects": {}}
-        try:
-            index = json.loads(path.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise InputError(f"{path}: not a valid generator index") from None
+        index = read_json(path, "generator index")
         for key, value in identity.items():
             if index.get(key) != value:
                 raise InputError(f"{path}: generators were trained for {key} = {index.get(key)!r}, this run needs "

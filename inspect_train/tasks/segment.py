@@ -358,6 +358,7 @@ def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: 
                             device=str(device), backbone_steps=job.backbone_steps, defect_steps=job.defect_steps,
                             progress=job.progress, manifest_path=str(manifest_path), ctx=ctx,
                             say=print if ctx is None or ctx.is_main else (lambda message: None))
+        options.setdefault("paired_good", job.model == "draem")  # only DRAEM reconstructs towards the good twin
     return generator_factory(job.aug, data, device, options, dfmgan=cache)
 
 
