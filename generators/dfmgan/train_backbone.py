@@ -17,8 +17,6 @@ import copy
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.config import check_config
@@ -26,7 +24,7 @@ from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator
 from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
-                                        run_state, save_on_main, sync_buffers, to_float, update_ema)
+                                        run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 
 BACKBONE_FILE = "backbone.pt"
@@ -68,14 +66,9 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
         return {"kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
                 "n_train_images": int(train_good.shape[0]), **run_state(parts, ctx, dev, step, seed)}
 
-    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
     grid_z = fixed_latents(16, G.z_dim, dev)
     grid_noise = G.make_noise(16, dev, torch.Generator().manual_seed(2025))
-    log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
-    grid_every = int(stage.get("grid_every", save_every))
-    bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc="stage 1 (backbone)",
-               unit="step")
-    saved = False
+    log = StageLog(stage, total, step, ctx, out_dir / "tb", "stage 1 (backbone)", progress, on_step)
     try:
         while step < total:
             # Generator step: D frozen, gradients flow through augmentation into G.
@@ -109,27 +102,13 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
 
             update_ema(G_ema, G, stage, step)
             step += 1
-            bar.update(1)
-            if on_step is not None:  # benchmarks time the steps alone
-                on_step(step)
-            if step % log_every == 0 or step == total:
-                values = {"G": ctx.mean(loss_G).item(), **{k: ctx.mean(v).item() for k, v in losses.items()}}
-                bar.set_postfix({k: f"{v:.3f}" for k, v in values.items()})
-                for k, v in values.items():
-                    if writer is not None:
-                        writer.add_scalar(f"stage1/loss_{k}", v, step)
-            if writer is not None and (step % grid_every == 0 or step == total):
-                with torch.no_grad():
-                    grid = image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)
-                writer.add_image("stage1/samples_ema", grid, step)
-            if step % save_every == 0 or step == total:
-                save_on_main(ctx, snapshot(), ckpt_path)
-                saved = True
+            log.step_done(step, lambda: {"G": loss_G, **losses}, ["G", "D", "R1"], "stage1/loss_",
+                          lambda: ("stage1/samples_ema",
+                                   image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)),
+                          lambda: save_on_main(ctx, snapshot(), ckpt_path))
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    if not saved and not resumed:  # steps=0: still leave a checkpoint behind
+        log.close()
+    if not log.saved and not resumed:  # steps=0: still leave a checkpoint behind
         save_on_main(ctx, snapshot(), ckpt_path)
     ctx.barrier()
     return ckpt_path

@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 
 import torch
-from torch.utils.tensorboard import SummaryWriter
-from tqdm import tqdm
 
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.checkpoint import load_checkpoint
@@ -23,7 +21,7 @@ from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch
 from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
-                                        run_state, save_on_main, sync_buffers, to_float, update_ema)
+                                        run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
 
@@ -93,16 +91,18 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                 "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
                 **run_state(parts, ctx, dev, step, seed), **(extra or {})}
 
-    writer = SummaryWriter(str(out_dir / "tb" / defect_file(defect_type)[:-3])) if ctx.is_main else None
     grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
     grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
-    log_every, save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
-    grid_every = int(stage.get("grid_every", save_every))
     real_masks = defect_masks.float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
     half = batch // 2
-    bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc=f"stage 2 ({defect_type})",
-               unit="step")
-    saved = False
+    log = StageLog(stage, total, step, ctx, out_dir / "tb" / defect_file(defect_type)[:-3],
+                   f"stage 2 ({defect_type})", progress, on_step)
+
+    def grid():
+        d, m, g = G_ema.synthesize_defect(G_ema.mapping(grid_z), G_ema.defect_mapping(grid_zd), grid_noise,
+                                          with_good=True)
+        return "stage2/defect|mask|good", triplet_grid(d, m, g)
+
     try:
         while step < total:
             D.requires_grad_(False)
@@ -149,30 +149,13 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
 
             update_ema(G_ema, G, stage, step)
             step += 1
-            bar.update(1)
-            if on_step is not None:  # benchmarks time the steps alone
-                on_step(step)
-            if step % log_every == 0 or step == total:
-                values = {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
-                          "mask_area": (mask_logits >= 0).float().mean(), **losses}
-                values = {k: ctx.mean(v).item() for k, v in values.items()}
-                bar.set_postfix({k: f"{values[k]:.3f}" for k in ("G", "D", "D_match", "mask_area")})
-                for k, v in values.items():
-                    if writer is not None:
-                        writer.add_scalar(f"stage2/{k}", v, step)
-            if writer is not None and (step % grid_every == 0 or step == total):
-                with torch.no_grad():
-                    d, m, g = G_ema.synthesize_defect(G_ema.mapping(grid_z), G_ema.defect_mapping(grid_zd),
-                                                      grid_noise, with_good=True)
-                writer.add_image("stage2/defect|mask|good", triplet_grid(d, m, g), step)
-            if step % save_every == 0 or step == total:
-                save_on_main(ctx, snapshot(), ckpt_path)
-                saved = True
+            log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
+                                         "mask_area": (mask_logits >= 0).float().mean(), **losses},
+                          ["G", "D", "D_match", "mask_area"], "stage2/", grid,
+                          lambda: save_on_main(ctx, snapshot(), ckpt_path))
     finally:
-        bar.close()
-        if writer is not None:
-            writer.close()
-    if not saved and not resumed:
+        log.close()
+    if not log.saved and not resumed:
         save_on_main(ctx, snapshot(), ckpt_path)
     ctx.barrier()
     return ckpt_path
