@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from inspect_train.cli import main
+from generators.dfmgan.checkpoint import load_checkpoint
 from inspect_train.data.category import load_category
 from inspect_train.protocol import get_partition, make_manifest
 from inspect_train.report import read_results
@@ -111,10 +112,13 @@ def test_epochs_to_steps(toy32):
 
 def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
-    assert classify(toy_root, tiny_config, out, "--aug", "dfmgan", "--partitions", "1", "--no-baseline") == 0
+    assert classify(toy_root, tiny_config, out, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
+                    "--backbone-steps", "2") == 0  # the CLI wins over the preset's gan_backbone_steps (1)
     said = capsys.readouterr().out
     assert "stage 1: training" in said and "stage 2: training P1 'hole'" in said
     index = json.loads((out / "generators" / "index.json").read_text())
+    assert load_checkpoint(out / "generators" / index["backbone"]["checkpoint"], kind="backbone")["step"] == 2
+    assert load_checkpoint(out / "generators" / index["defects"]["p1"]["hole"]["checkpoint"], kind="defect")["step"] == 1
     manifest = json.loads((out / "manifest.json").read_text())
     assert index["defects"]["p1"]["hole"]["base"] == sorted(manifest["partitions"][0]["defects"]["hole"]["base"])
     check_schema(read_results(out), "dfmgan", [1], baseline=False)

@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -99,6 +100,17 @@ def test_bad_input_exits_2(tmp_path, toy_root, capsys, extra, message):
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_old_preset_key_is_named(tmp_path, toy_root, capsys):
+    """A preset that still says dfmgan_config (now gan_config, as in classify) is refused, not silently ignored."""
+    preset = tmp_path / "old.yaml"
+    text = (Path(__file__).resolve().parents[1] / "configs" / "segment-tiny.yaml").read_text()
+    preset.write_text(text.replace("gan_config:", "dfmgan_config:", 1))
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", str(preset), "--aug", "dfmgan",
+                 "--out", str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "'dfmgan_config' is now 'gan_config'" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bad_weights_file_is_one_line(tmp_path, toy_root, capsys):

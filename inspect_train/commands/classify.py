@@ -48,6 +48,9 @@ def register(subparsers) -> None:
     p.add_argument("--no-baseline", action="store_true", help="skip the real-only baseline arm")
     p.add_argument("--generators", help="DFMGAN folder to reuse (and add missing generators to); default OUT/generators")
     p.add_argument("--gan-config", help="DFMGAN config for --aug dfmgan (preset: dfmgan-256, toy dfmgan-tiny)")
+    p.add_argument("--backbone-steps", type=int, help="--aug dfmgan: stage-1 steps when the backbone is trained here "
+                                                      "(default: the preset's gan_backbone_steps, else the DFMGAN config's)")
+    p.add_argument("--defect-steps", type=int, help="--aug dfmgan: stage-2 steps per defect type and partition")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and every sample (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -107,7 +110,7 @@ def _run(args, ctx) -> int:
     from inspect_train.report import write_results
     from inspect_train.tasks import classify as task
     from inspect_train.tasks.common import broadcast_object, main_first
-    from inspect_train.tasks.generators import DFMGANCache, generator_factory
+    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache
 
     if args.data and not args.category:
         raise InputError("--data needs --category (a folder under the data root)")
@@ -155,18 +158,12 @@ def _run(args, ctx) -> int:
     dfmgan = None
     gan_name = args.gan_config or config.get("gan_config") or "dfmgan-256"
     if args.aug == "dfmgan":
-        from generators.dfmgan.api import load_config
-
-        gan_config = load_config(gan_name)
-        gan_res = int(gan_config["resolution"])
-        gan_data = data if tuple(data.size) == (gan_res, gan_res) else load_category(
-            data_root, category, size=(gan_res, gan_res), index=index)
-        folder = Path(args.generators) if args.generators else out / "generators"
-        say(f"DFMGAN generators ({gan_config.get('name', gan_name)}, {gan_res}x{gan_res}) cached under {folder}; "
-              "missing ones are trained now")
-        dfmgan = DFMGANCache(folder, gan_config, gan_data, seed=args.seed, device=device,
-                             backbone_steps=config.get("gan_backbone_steps"), defect_steps=config.get("gan_defect_steps"),
-                             progress=settings.progress, manifest_path=str(manifest_path), ctx=ctx)
+        dfmgan = open_dfmgan_cache(
+            data, gan_name, Path(args.generators) if args.generators else out / "generators", seed=args.seed,
+            device=device, manifest_path=manifest_path,
+            backbone_steps=args.backbone_steps if args.backbone_steps is not None else config.get("gan_backbone_steps"),
+            defect_steps=args.defect_steps if args.defect_steps is not None else config.get("gan_defect_steps"),
+            progress=settings.progress, ctx=ctx, say=say)
     options = dict((settings.generator_options or {}).get(args.aug, {}))
     if args.aug == "dfmgan":
         options.setdefault("paired_good", False)  # a classifier never sees the paired good image

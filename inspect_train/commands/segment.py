@@ -47,7 +47,8 @@ def register(subparsers) -> None:
     p.add_argument("--generators", type=Path, help="--aug dfmgan: folder of DFMGAN generators to reuse or train "
                    "into (default: <out>/generators)")
     p.add_argument("--gan-config", help="--aug dfmgan: DFMGAN config (default: the preset's, e.g. dfmgan-256)")
-    p.add_argument("--backbone-steps", type=int, help="--aug dfmgan: stage-1 steps when the backbone is trained here")
+    p.add_argument("--backbone-steps", type=int, help="--aug dfmgan: stage-1 steps when the backbone is trained here "
+                                                      "(default: the preset's gan_backbone_steps, else the DFMGAN config's)")
     p.add_argument("--defect-steps", type=int, help="--aug dfmgan: stage-2 steps per defect type and partition")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)

@@ -116,6 +116,25 @@ class DFMGANCache:
         return result
 
 
+def open_dfmgan_cache(data: CategoryData, gan_config: str, folder: Path, *, seed: int, device, manifest_path,
+                      backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
+                      ctx=None, say: Callable[[str], None] = print) -> DFMGANCache:
+    """The DFMGAN generators of one classify/segment run. They train at the GAN config's square resolution
+    (the category is loaded again at that size when the task's differs); the online dataset resizes their
+    samples to the task's resolution."""
+    from generators.dfmgan.api import load_config
+    from inspect_train.data.category import load_category
+
+    config = load_config(gan_config)
+    side = int(config["resolution"])
+    gan_data = data if tuple(data.size) == (side, side) else load_category(
+        data.index.root, data.index.category, size=(side, side), index=data.index)
+    say(f"DFMGAN generators ({config.get('name', gan_config)}, {side}x{side}) cached under {folder}; "
+        "missing ones are trained now")
+    return DFMGANCache(folder, config, gan_data, seed=seed, device=str(device), backbone_steps=backbone_steps,
+                       defect_steps=defect_steps, progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
+
+
 def generator_factory(aug: str, data: CategoryData, device: torch.device, options: dict | None = None,
                       dfmgan: DFMGANCache | None = None) -> Callable[[int, dict[str, list[str]]], object]:
     """make(partition, base_names) -> the DefectGenerator for that partition's base set."""

@@ -60,6 +60,8 @@ def load_segment_config(name_or_path: str) -> dict:
     missing = [k for k in ("steps", "batch_size", "lr", "synthetic_ratio") if k not in config]
     if missing:
         raise InputError(f"{path}: missing keys {', '.join(missing)}")
+    if "dfmgan_config" in config:
+        raise InputError(f"{path}: 'dfmgan_config' is now 'gan_config' (the same key as in the classify presets)")
     config["name"] = config.get("name") or path.stem
     return config
 
@@ -82,9 +84,9 @@ class SegmentJob:
     device: str = "auto"
     baseline: bool = True
     generators_dir: Path | None = None  # dfmgan: cached generators (default <out>/generators)
-    gan_config: str | None = None  # dfmgan: config name or path (default: the preset's dfmgan_config)
-    backbone_steps: int | None = None  # dfmgan: stage-1 steps (default: the DFMGAN config's)
-    defect_steps: int | None = None  # dfmgan: stage-2 steps per defect type
+    gan_config: str | None = None  # dfmgan: config name or path (default: the preset's gan_config)
+    backbone_steps: int | None = None  # dfmgan: stage-1 steps (default: the preset's gan_backbone_steps, else the DFMGAN config's)
+    defect_steps: int | None = None  # dfmgan: stage-2 steps per defect type (default: as for backbone_steps)
     command: str = ""
     progress: bool = True
 
@@ -344,20 +346,18 @@ def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: 
     DFMGAN config's square resolution and cached under `generators_dir`; their samples are resized to the
     segmenter's resolution by the online dataset.
     """
-    from inspect_train.tasks.generators import DFMGANCache, generator_factory
+    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache
 
     options = dict((job.config.get("generators") or {}).get(job.aug) or {})
     cache = None
     if job.aug == "dfmgan":
-        from generators.dfmgan.api import load_config
-
-        gan_config = load_config(job.gan_config or job.config.get("dfmgan_config", "dfmgan-256"))
-        side = int(gan_config["resolution"])
-        gan_data = load_category(data.index.root, data.index.category, size=(side, side), index=data.index)
-        cache = DFMGANCache(job.generators_dir or job.out / "generators", gan_config, gan_data, seed=job.seed,
-                            device=str(device), backbone_steps=job.backbone_steps, defect_steps=job.defect_steps,
-                            progress=job.progress, manifest_path=str(manifest_path), ctx=ctx,
-                            say=print if ctx is None or ctx.is_main else (lambda message: None))
+        say = print if ctx is None or ctx.is_main else (lambda message: None)
+        cache = open_dfmgan_cache(
+            data, job.gan_config or job.config.get("gan_config") or "dfmgan-256",
+            job.generators_dir or job.out / "generators", seed=job.seed, device=device, manifest_path=manifest_path,
+            backbone_steps=job.backbone_steps if job.backbone_steps is not None else job.config.get("gan_backbone_steps"),
+            defect_steps=job.defect_steps if job.defect_steps is not None else job.config.get("gan_defect_steps"),
+            progress=job.progress, ctx=ctx, say=say)
         options.setdefault("paired_good", job.model == "draem")  # only DRAEM reconstructs towards the good twin
     return generator_factory(job.aug, data, device, options, dfmgan=cache)
 
