@@ -6,7 +6,6 @@ import torch
 from inspect_train.data.toy import write_toy_dataset
 
 
-
 @pytest.fixture(scope="session")
 def toy_root(tmp_path_factory):
     """A toy dataset root (category `toy`), shared read-only by every test."""
@@ -20,3 +19,24 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+TINY_CLASSIFY = """
+resolution: 32
+model: resnet18
+batch_size: 8
+steps: 3
+warmup_steps: 0
+log_every: 1
+grid_every: 2
+save_models: {save_models}
+gan_config: dfmgan-tiny
+gan_backbone_steps: 1
+gan_defect_steps: 1
+"""
+
+
+def write_tiny_classify_config(path, save_models: bool = False):
+    """A classify preset at test size (ResNet-18 at 32x32, 3 steps; 1-step DFMGAN stages): the real code path."""
+    path.write_text(TINY_CLASSIFY.format(save_models=str(save_models).lower()))
+    return path

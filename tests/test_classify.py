@@ -13,26 +13,13 @@ from inspect_train.protocol import get_partition, make_manifest
 from inspect_train.report import read_results
 from inspect_train.tasks.classify import ClassifySettings, run_partition, steps_for_epochs
 from inspect_train.tasks.generators import generator_factory
-
-TINY = """
-resolution: 32
-model: resnet18
-batch_size: 8
-steps: 3
-warmup_steps: 0
-log_every: 1
-grid_every: 2
-save_models: false
-gan_config: dfmgan-tiny
-gan_backbone_steps: 1
-gan_defect_steps: 1
-"""
+from conftest import write_tiny_classify_config
 
 
 @pytest.fixture(scope="module")
 def tiny_config(tmp_path_factory):
     path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(TINY)
+    write_tiny_classify_config(path)
     return str(path)
 
 

@@ -13,19 +13,9 @@ import torch
 from inspect_train.protocol import get_partition, read_manifest
 from inspect_train.report import read_results
 from inspect_train.tasks.common import DUMP_ENV
+from conftest import write_tiny_classify_config
 
 ROOT = Path(__file__).resolve().parents[1]
-
-TINY = """
-resolution: 32
-model: resnet18
-batch_size: 8
-steps: 3
-warmup_steps: 0
-log_every: 1
-grid_every: 2
-save_models: true
-"""
 
 
 def free_port() -> int:
@@ -54,7 +44,7 @@ def classify_run(toy_root, tmp_path_factory):
     """Classify with crop-paste, no --out: the timestamped folder must be one folder for both ranks."""
     work = tmp_path_factory.mktemp("ddp_classify")
     config = work / "tiny.yaml"
-    config.write_text(TINY)
+    write_tiny_classify_config(config, save_models=True)
     proc = torchrun(["classify", "--data", str(toy_root), "--category", "toy", "--config", str(config),
                      "--aug", "crop-paste", "--partitions", "1", "--quiet", "--device", "cpu"], work, work / "dump")
     assert proc.returncode == 0, proc.stderr[-3000:]
