@@ -100,7 +100,7 @@ def test_epochs_to_steps(toy32):
 def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert classify(toy_root, tiny_config, out, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
-                    "--backbone-steps", "2") == 0  # the CLI wins over the preset's gan_backbone_steps (1)
+                    "--backbone-steps", "2", "--threads", "1") == 0  # the CLI wins over the preset's gan_backbone_steps (1)
     said = capsys.readouterr().out
     assert "stage 1: training" in said and "stage 2: training P1 'hole'" in said
     index = json.loads((out / "generators" / "index.json").read_text())
@@ -109,6 +109,7 @@ def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config
     manifest = json.loads((out / "manifest.json").read_text())
     assert index["defects"]["p1"]["hole"]["base"] == sorted(manifest["partitions"][0]["defects"]["hole"]["base"])
     check_schema(read_results(out), "dfmgan", [1], baseline=False)
+    assert read_results(out)["config"]["cpu_threads"] == 1
     again = tmp_path / "again"
     assert classify(toy_root, tiny_config, again, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
                     "--generators", str(out / "generators"), "--manifest", str(out / "manifest.json")) == 0
@@ -136,6 +137,7 @@ def test_same_seed_same_numbers_and_with_good(toy_root, tiny_config, tmp_path):
     (["--weights", "/nonexistent/w.pth"], "weights file not found"),
     (["--partitions", "0"], "partitions"),
     (["--steps", "0"], "steps"),
+    (["--threads", "0"], "threads"),
     (["--resolution", "abc"], "resolution"),
     (["--config", "no-such-preset"], "config not found"),
 ])

@@ -53,6 +53,8 @@ def register(subparsers) -> None:
     p.add_argument("--defect-steps", type=int, help="--aug dfmgan: stage-2 steps per defect type and partition")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and every sample (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's; 1 is often fastest for small "
+                                               "models on a busy CPU)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", help="output folder (default runs/classify-<aug>-<timestamp>)")
     p.set_defaults(func=run)
@@ -120,6 +122,12 @@ def _run(args, ctx) -> int:
         raise InputError(f"--partitions must be numbers from 1 (got {args.partitions})")
     if args.epochs is not None and args.epochs <= 0:
         raise InputError(f"--epochs must be positive (got {args.epochs})")
+    if args.threads is not None:
+        if args.threads < 1:
+            raise InputError(f"--threads must be at least 1 (got {args.threads})")
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = ctx.device
     from inspect_train.models import check_model_args
     say = print if ctx.is_main else (lambda *a, **k: None)
@@ -171,7 +179,7 @@ def _run(args, ctx) -> int:
 
     effective = {**config, **dataclasses.asdict(settings), "resolution": list(data.size), "device": str(device),
                  **({"processes": ctx.world_size} if ctx.enabled else {}), "seed": args.seed, "category": category, "data": str(data_root), "preset": preset_name,
-                 "partitions": args.partitions}
+                 "partitions": args.partitions, "cpu_threads": args.threads}
     if args.aug == "dfmgan":
         effective["gan_config"] = gan_name
     entries = []
