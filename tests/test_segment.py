@@ -170,3 +170,19 @@ def test_cli_choices_match_the_task():
     from inspect_train.tasks.segment import AUGS
 
     assert command.AUGS == AUGS and command.MODELS == MODELS
+
+
+def test_paper_scale_gan_on_cpu_gets_a_hint(toy_root):
+    """Opening dfmgan-128 generators on a CPU says how long that takes and what to use instead (nothing is trained)."""
+    from inspect_train.data.category import load_category
+    from inspect_train.tasks.generators import open_dfmgan_cache
+
+    said = []
+    data = load_category(toy_root, "toy", size=(64, 64))
+    open_dfmgan_cache(data, "dfmgan-128", Path("/nonexistent/gens"), seed=0, device="cpu", manifest_path="m.json",
+                      say=said.append)
+    assert any("--gan-config dfmgan-64" in line for line in said)
+    said.clear()
+    open_dfmgan_cache(data, "dfmgan-tiny", Path("/nonexistent/gens"), seed=0, device="cpu", manifest_path="m.json",
+                      say=said.append)
+    assert not any("days" in line for line in said)

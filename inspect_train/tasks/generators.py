@@ -131,6 +131,9 @@ def open_dfmgan_cache(data: CategoryData, gan_config: str, folder: Path, *, seed
         data.index.root, data.index.category, size=(side, side), index=data.index)
     say(f"DFMGAN generators ({config.get('name', gan_config)}, {side}x{side}) cached under {folder}; "
         "missing ones are trained now")
+    if torch.device(device).type == "cpu" and side >= 128:
+        say(f"note: training {config.get('name', gan_config)} on a CPU takes days (stage 1 of dfmgan-256 sees about "
+            "0.36 images/s on 2 cores); use a GPU, or --gan-config dfmgan-64 for a CPU-sized run")
     return DFMGANCache(folder, config, gan_data, seed=seed, device=str(device), backbone_steps=backbone_steps,
                        defect_steps=defect_steps, progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
 
