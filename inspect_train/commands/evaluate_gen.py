@@ -147,7 +147,8 @@ class GeneratedSource:
         if path.is_file():
             from generators.dfmgan.api import DFMGANGenerator
 
-            gen = DFMGANGenerator.from_paths([path], device=device, truncation=args.truncation)
+            gen = DFMGANGenerator.from_paths([path], device=device, truncation=args.truncation,
+                                             paired_good=False)  # only the defect images are scored
             if args.defect not in gen.defect_types:
                 raise InputError(f"{path}: checkpoint is for defect type '{gen.defect_types[0]}', not '{args.defect}'")
             info = {k: (str(v) if isinstance(v, Path) else v) for k, v in gen.info[args.defect].items()}
