@@ -164,14 +164,12 @@ def _run(args, ctx) -> int:
         settings.steps = task.steps_for_epochs(args.epochs, data, first, settings)
 
     dfmgan = None
-    gan_name = args.gan_config or config.get("gan_config") or "dfmgan-256"
     if args.aug == "dfmgan":
         dfmgan = open_dfmgan_cache(
-            data, gan_name, Path(args.generators) if args.generators else out / "generators", seed=args.seed,
-            device=device, manifest_path=manifest_path,
-            backbone_steps=args.backbone_steps if args.backbone_steps is not None else config.get("gan_backbone_steps"),
-            defect_steps=args.defect_steps if args.defect_steps is not None else config.get("gan_defect_steps"),
-            progress=settings.progress, ctx=ctx, say=say)
+            data, config, Path(args.generators) if args.generators else out / "generators", seed=args.seed,
+            device=device, manifest_path=manifest_path, gan_config=args.gan_config,
+            backbone_steps=args.backbone_steps, defect_steps=args.defect_steps, progress=settings.progress,
+            ctx=ctx, say=say)
     options = dict((settings.generator_options or {}).get(args.aug, {}))
     if args.aug == "dfmgan":
         options.setdefault("paired_good", False)  # a classifier never sees the paired good image
@@ -180,8 +178,8 @@ def _run(args, ctx) -> int:
     effective = {**config, **dataclasses.asdict(settings), "resolution": list(data.size), "device": str(device),
                  **({"processes": ctx.world_size} if ctx.enabled else {}), "seed": args.seed, "category": category, "data": str(data_root), "preset": preset_name,
                  "partitions": args.partitions, "cpu_threads": args.threads}
-    if args.aug == "dfmgan":
-        effective["gan_config"] = gan_name
+    if dfmgan is not None:
+        effective["gan_config"] = dfmgan.config_name
     entries = []
     for k in args.partitions:
         say(f"P{k}: training {'baseline and ' if not args.no_baseline else ''}{args.aug} for {settings.steps} steps")

@@ -116,26 +116,34 @@ class DFMGANCache:
         return result
 
 
-def open_dfmgan_cache(data: CategoryData, gan_config: str, folder: Path, *, seed: int, device, manifest_path,
-                      backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
-                      ctx=None, say: Callable[[str], None] = print) -> DFMGANCache:
-    """The DFMGAN generators of one classify/segment run. They train at the GAN config's square resolution
-    (the category is loaded again at that size when the task's differs); the online dataset resizes their
-    samples to the task's resolution."""
+def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: int, device, manifest_path,
+                      gan_config: str | None = None, backbone_steps: int | None = None,
+                      defect_steps: int | None = None, progress: bool = True, ctx=None,
+                      say: Callable[[str], None] = print) -> DFMGANCache:
+    """The DFMGAN generators of one classify/segment run. The command-line values win; None falls back to the
+    task preset's `gan_config`, `gan_backbone_steps`, `gan_defect_steps` (and dfmgan-256, the DFMGAN config's own
+    step counts). They train at the GAN config's square resolution (the category is loaded again at that size
+    when the task's differs); the online dataset resizes their samples to the task's resolution."""
     from generators.dfmgan.api import load_config
     from inspect_train.data.category import load_category
 
-    config = load_config(gan_config)
+    name = gan_config or preset.get("gan_config") or "dfmgan-256"
+    config = load_config(name)
     side = int(config["resolution"])
     gan_data = data if tuple(data.size) == (side, side) else load_category(
         data.index.root, data.index.category, size=(side, side), index=data.index)
-    say(f"DFMGAN generators ({config.get('name', gan_config)}, {side}x{side}) cached under {folder}; "
+    say(f"DFMGAN generators ({config.get('name', name)}, {side}x{side}) cached under {folder}; "
         "missing ones are trained now")
     if torch.device(device).type == "cpu" and side >= 128:
-        say(f"note: training {config.get('name', gan_config)} on a CPU takes days (stage 1 of dfmgan-256 sees about "
+        say(f"note: training {config.get('name', name)} on a CPU takes days (stage 1 of dfmgan-256 sees about "
             "0.36 images/s on 2 cores); use a GPU, or --gan-config dfmgan-64 for a CPU-sized run")
-    return DFMGANCache(folder, config, gan_data, seed=seed, device=str(device), backbone_steps=backbone_steps,
-                       defect_steps=defect_steps, progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
+    cache = DFMGANCache(
+        folder, config, gan_data, seed=seed, device=str(device),
+        backbone_steps=backbone_steps if backbone_steps is not None else preset.get("gan_backbone_steps"),
+        defect_steps=defect_steps if defect_steps is not None else preset.get("gan_defect_steps"),
+        progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
+    cache.config_name = name  # as asked for (a preset name or a path), for the run's record
+    return cache
 
 
 def generator_factory(aug: str, data: CategoryData, device: torch.device, options: dict | None = None,

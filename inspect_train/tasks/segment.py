@@ -353,11 +353,9 @@ def generator_maker(job: SegmentJob, data: CategoryData, device, manifest_path: 
     if job.aug == "dfmgan":
         say = print if ctx is None or ctx.is_main else (lambda message: None)
         cache = open_dfmgan_cache(
-            data, job.gan_config or job.config.get("gan_config") or "dfmgan-256",
-            job.generators_dir or job.out / "generators", seed=job.seed, device=device, manifest_path=manifest_path,
-            backbone_steps=job.backbone_steps if job.backbone_steps is not None else job.config.get("gan_backbone_steps"),
-            defect_steps=job.defect_steps if job.defect_steps is not None else job.config.get("gan_defect_steps"),
-            progress=job.progress, ctx=ctx, say=say)
+            data, job.config, job.generators_dir or job.out / "generators", seed=job.seed, device=device,
+            manifest_path=manifest_path, gan_config=job.gan_config, backbone_steps=job.backbone_steps,
+            defect_steps=job.defect_steps, progress=job.progress, ctx=ctx, say=say)
         options.setdefault("paired_good", job.model == "draem")  # only DRAEM reconstructs towards the good twin
     return generator_factory(job.aug, data, device, options, dfmgan=cache)
 
