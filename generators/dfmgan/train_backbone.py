@@ -68,7 +68,11 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
 
     grid_z = fixed_latents(16, G.z_dim, dev)
     grid_noise = G.make_noise(16, dev, torch.Generator().manual_seed(2025))
-    log = StageLog(stage, total, step, ctx, out_dir / "tb", "stage 1 (backbone)", progress, on_step)
+    log = StageLog(stage, total, step, ctx, out_dir / "tb", "stage 1 (backbone)", progress,
+                   tag="stage1/loss_", shown=["G", "D", "R1"],
+                   grid=lambda: ("stage1/samples_ema",
+                                 image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)),
+                   save=lambda: save_on_main(ctx, snapshot(), ckpt_path), on_step=on_step)
     try:
         while step < total:
             # Generator step: D frozen, gradients flow through augmentation into G.
@@ -102,14 +106,11 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
 
             update_ema(G_ema, G, stage, step)
             step += 1
-            log.step_done(step, lambda: {"G": loss_G, **losses}, ["G", "D", "R1"], "stage1/loss_",
-                          lambda: ("stage1/samples_ema",
-                                   image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)),
-                          lambda: save_on_main(ctx, snapshot(), ckpt_path))
+            log.step_done(step, lambda: {"G": loss_G, **losses})
     finally:
         log.close()
     if not log.saved and not resumed:  # steps=0: still leave a checkpoint behind
-        save_on_main(ctx, snapshot(), ckpt_path)
+        log.save()
     ctx.barrier()
     return ckpt_path
 

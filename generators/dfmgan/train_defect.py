@@ -95,13 +95,15 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
     real_masks = defect_masks.float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
     half = batch // 2
-    log = StageLog(stage, total, step, ctx, out_dir / "tb" / defect_file(defect_type)[:-3],
-                   f"stage 2 ({defect_type})", progress, on_step)
 
     def grid():
         d, m, g = G_ema.synthesize_defect(G_ema.mapping(grid_z), G_ema.defect_mapping(grid_zd), grid_noise,
                                           with_good=True)
         return "stage2/defect|mask|good", triplet_grid(d, m, g)
+
+    log = StageLog(stage, total, step, ctx, out_dir / "tb" / defect_file(defect_type)[:-3],
+                   f"stage 2 ({defect_type})", progress, tag="stage2/", shown=["G", "D", "D_match", "mask_area"],
+                   grid=grid, save=lambda: save_on_main(ctx, snapshot(), ckpt_path), on_step=on_step)
 
     try:
         while step < total:
@@ -150,12 +152,10 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             update_ema(G_ema, G, stage, step)
             step += 1
             log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
-                                         "mask_area": (mask_logits >= 0).float().mean(), **losses},
-                          ["G", "D", "D_match", "mask_area"], "stage2/", grid,
-                          lambda: save_on_main(ctx, snapshot(), ckpt_path))
+                                         "mask_area": (mask_logits >= 0).float().mean(), **losses})
     finally:
         log.close()
     if not log.saved and not resumed:
-        save_on_main(ctx, snapshot(), ckpt_path)
+        log.save()
     ctx.barrier()
     return ckpt_path

@@ -166,13 +166,18 @@ def save_on_main(ctx, state: dict, path: Path) -> None:
 class StageLog:
     """The bookkeeping around a stage's steps, the same for both stages: a progress bar, TensorBoard
     scalars and grids, and when to log, draw and save (`log_every`, `grid_every`, `save_every` of the
-    stage config; always at the last step). Only rank 0 shows and writes; saving is collective."""
+    stage config; always at the last step). Only rank 0 shows and writes; saving is collective.
 
-    def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, on_step=None):
+    `tag` prefixes the scalar names, `shown` are the names in the bar, `grid()` -> (name, image) is drawn
+    on rank 0, `save()` writes a checkpoint; `on_step(step)` lets benchmarks time the steps alone."""
+
+    def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, *,
+                 tag: str, shown: list[str], grid, save, on_step=None):
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         self.total, self.ctx, self.on_step = total, ctx, on_step
+        self.tag, self.shown, self.grid, self.save = tag, shown, grid, save
         self.log_every, self.save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
         self.grid_every = int(stage.get("grid_every", self.save_every))
         self.writer = SummaryWriter(str(tb_dir)) if ctx.is_main else None
@@ -182,24 +187,23 @@ class StageLog:
     def _due(self, step: int, every: int) -> bool:
         return step % every == 0 or step == self.total
 
-    def step_done(self, step: int, scalars, shown: list[str], tag: str, grid, save) -> None:
-        """After step `step`: `scalars()` -> {name: loss tensor} (averaged over ranks), logged as
-        tag + name and shown in the bar for the names in `shown`; `grid()` -> (name, image) drawn on rank 0; `save()` writes a checkpoint."""
+    def step_done(self, step: int, scalars) -> None:
+        """After step `step`; `scalars()` -> {name: loss tensor}, averaged over ranks when logged."""
         self.bar.update(1)
-        if self.on_step is not None:  # benchmarks time the steps alone
+        if self.on_step is not None:
             self.on_step(step)
         if self._due(step, self.log_every):
             values = {k: self.ctx.mean(v).item() for k, v in scalars().items()}
-            self.bar.set_postfix({k: f"{values[k]:.3f}" for k in shown if k in values})
+            self.bar.set_postfix({k: f"{values[k]:.3f}" for k in self.shown if k in values})
             if self.writer is not None:
                 for k, v in values.items():
-                    self.writer.add_scalar(tag + k, v, step)
+                    self.writer.add_scalar(self.tag + k, v, step)
         if self.writer is not None and self._due(step, self.grid_every):
             with torch.no_grad():
-                name, image = grid()
+                name, image = self.grid()
             self.writer.add_image(name, image, step)
         if self._due(step, self.save_every):
-            save()
+            self.save()
             self.saved = True
 
     def close(self) -> None:
