@@ -43,13 +43,13 @@ def parse_args(argv=None):
 
 
 def build_generators(augs, data, base_names, gan_config, resolution, device, work: Path) -> dict:
-    from generators.classic.registry import build_generator
+    from generators.registry import create_generator
     from generators.dfmgan.api import fit_backbone, fit_defect, load_config
 
     made = {}
     for aug in augs:
         if aug != "dfmgan":
-            made[aug] = build_generator(aug, data, base_names, device)
+            made[aug] = create_generator(aug, data, base_names, device)
             continue
         config = load_config(gan_config)
         if int(config["resolution"]) != resolution:
@@ -62,7 +62,7 @@ def build_generators(augs, data, base_names, gan_config, resolution, device, wor
             subset = data.defects[defect].select(names)
             checkpoints[defect] = fit_defect(backbone, subset.images, subset.masks, defect, work / defect,
                                              config=config, steps=0, device=str(device), progress=False)
-        made[aug] = build_generator("dfmgan", data, base_names, device, checkpoints=checkpoints,
+        made[aug] = create_generator("dfmgan", data, base_names, device, checkpoints=checkpoints,
                                    paired_good=False)  # as classify builds it
     return made
 

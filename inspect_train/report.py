@@ -1,32 +1,33 @@
-"""results.json and report.md, shared by every downstream task (classify, segment).
+"""results.json, report.md and summary.png, shared by every downstream task (classify, segment).
 
-One writer and one reader so a person and a script read every task's results
-the same way. Generic over metric names: the caller says which scalar metrics
-to summarise (e.g. `accuracy`, or `pixel_ap`, `pixel_auroc`); any other keys a
-partition's arm carries (per-class dicts, confusion matrices) are kept as-is.
+One writer and one reader so a person and a script read every task's results the same way. A run has
+arms (`none`, the real-only baseline, and one per generator); each partition holds every arm's metrics,
+its training record and its paired tests against the baseline on the same test images.
 
-Summary statistics: `mean` over partitions and `std` as the sample standard
-deviation (n - 1; 0.0 when there is one partition), with `n` stated.
-`difference[m]` is the mean over partitions of (augmented - baseline), only
-over partitions that have both arms.
+Summary statistics: `mean` over partitions and `std` as the sample standard deviation (n - 1; 0.0 when there
+is one partition), with `n` stated. `difference[arm][m]` is the mean and std over partitions of
+(arm - baseline), only over partitions that have both.
 """
 
 from __future__ import annotations
 
 import math
+import subprocess
+import time
 from pathlib import Path
 from typing import Any
 
 from inspect_train.errors import InputError
 from inspect_train.protocol import read_json, write_json_atomic
 
-ARMS = ("baseline", "augmented")
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.md"
+CHART_NAME = "summary.png"
+SCHEMA = 2
 
 
-def _stats(values: list[float]) -> dict | None:
-    values = [float(v) for v in values if v is not None]
+def _stats(values: list) -> dict | None:
+    values = [float(v) for v in values if v is not None and isinstance(v, (int, float)) and math.isfinite(v)]
     if not values:
         return None
     n = len(values)
@@ -35,68 +36,90 @@ def _stats(values: list[float]) -> dict | None:
     return {"mean": mean, "std": std, "n": n}
 
 
-def summarise(partitions: list[dict], metrics: list[str]) -> dict:
-    """Mean/std per arm and metric, and the mean (and std) of per-partition differences."""
-    summary: dict[str, Any] = {}
-    for arm in ARMS:
-        arm_stats = {}
+def summarise(partitions: list[dict], arms: list[str], metrics: list[str], baseline: str | None) -> dict:
+    """Mean/std per arm and metric, and mean/std of the per-partition differences to the baseline."""
+    per_arm: dict[str, dict] = {}
+    difference: dict[str, dict] = {}
+    for arm in arms:
+        per_arm[arm] = {}
         for metric in metrics:
-            stats = _stats([p[arm].get(metric) for p in partitions if p.get(arm)])
+            stats = _stats([(p["arms"].get(arm) or {}).get(metric) for p in partitions])
             if stats is not None:
-                arm_stats[metric] = stats
-        summary[arm] = arm_stats or None
-    difference, difference_std = {}, {}
-    for metric in metrics:
-        diffs = [
-            p["augmented"][metric] - p["baseline"][metric]
-            for p in partitions
-            if p.get("augmented") and p.get("baseline")
-            and p["augmented"].get(metric) is not None and p["baseline"].get(metric) is not None
-        ]
-        stats = _stats(diffs)
-        if stats is not None:
-            difference[metric] = stats["mean"]
-            difference_std[metric] = stats["std"]
-    summary["difference"] = difference or None
-    summary["difference_std"] = difference_std or None
-    return summary
+                per_arm[arm][metric] = stats
+        if baseline is None or arm == baseline:
+            continue
+        difference[arm] = {}
+        for metric in metrics:
+            diffs = []
+            for p in partitions:
+                a, b = (p["arms"].get(arm) or {}).get(metric), (p["arms"].get(baseline) or {}).get(metric)
+                if a is not None and b is not None:
+                    diffs.append(a - b)
+            stats = _stats(diffs)
+            if stats is not None:
+                difference[arm][metric] = stats
+    return {"arms": per_arm, "difference": difference}
 
 
-def write_results(
-    out_dir: str | Path,
-    task: str,
-    aug: str,
-    command: str,
-    config: dict,
-    manifest_path: str | Path | None,
-    partitions: list[dict],
-    metrics: list[str],
-    extra: dict | None = None,
-) -> dict:
-    """Write `<out_dir>/results.json` and `<out_dir>/report.md`; return the results dict.
+def git_commit() -> str | None:
+    """The commit of the checkout this package runs from, when it is one (else None)."""
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if done.returncode != 0:
+        return None
+    return done.stdout.strip() + ("+changes" if dirty.stdout.strip() else "")
 
-    partitions: [{"partition": k, "baseline": {metric: value, ...} | None, "augmented": {...} | None, ...}];
-    extra keys (schedule, synthetic samples seen...) are stored at the top level.
-    """
-    if not metrics:
-        raise ValueError("write_results needs at least one metric name to summarise")
-    for part in partitions:
-        if "partition" not in part:
-            raise ValueError("every partition entry needs a 'partition' number")
-    results = {
+
+def run_record(*, task: str, arms: list[str], baseline: str | None, metrics: list[str], headline: str,
+               command: str, config: dict, manifest, schedule: dict, partitions: list[dict],
+               started: float) -> dict:
+    """The results dict of one run (without its summary, which write_results adds)."""
+    from inspect_train.models.checkpoint import package_versions
+
+    finished = time.time()
+    return {
+        "schema": SCHEMA,
         "task": task,
-        "aug": aug,
+        "arms": list(arms),
+        "baseline": baseline,
+        "metrics": list(metrics),
+        "headline": headline,
         "command": command,
         "config": config,
-        "manifest": None if manifest_path is None else str(manifest_path),
-        "metrics": list(metrics),
-        **(extra or {}),
-        "partitions": [{**p, "baseline": p.get("baseline"), "augmented": p.get("augmented")} for p in partitions],
-        "summary": summarise(partitions, metrics),
+        "manifest": None if manifest is None else str(manifest),
+        "schedule": schedule,
+        "packages": package_versions(),
+        "git_commit": git_commit(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(finished)),
+        "wall_seconds": round(finished - started, 1),
+        "partitions": partitions,
     }
+
+
+def write_results(out_dir: str | Path, results: dict) -> dict:
+    """Add the summary; write results.json, report.md and the headline bar chart; return the results."""
+    for part in results["partitions"]:
+        if "partition" not in part or not isinstance(part.get("arms"), dict):
+            raise ValueError("every partition entry needs a 'partition' number and an 'arms' mapping")
+    results["summary"] = summarise(results["partitions"], results["arms"], results["metrics"], results["baseline"])
     out_dir = Path(out_dir)
     write_json_atomic(results, out_dir / RESULTS_NAME)
-    write_report_md(results, out_dir / REPORT_NAME)
+    chart = None
+    try:
+        from inspect_train.report_chart import headline_chart
+
+        chart = headline_chart(results, out_dir / CHART_NAME)
+    except ValueError:
+        chart = None  # nothing measured to draw (e.g. every value undefined)
+    write_report_md(results, out_dir / REPORT_NAME, chart)
     return results
 
 
@@ -108,24 +131,27 @@ def read_results(path: str | Path) -> dict:
     results = read_json(path, "results file")
     if not isinstance(results, dict):
         raise InputError(f"{path}: results must be a JSON object")
-    missing = [k for k in ("task", "aug", "partitions", "summary", "metrics") if k not in results]
+    missing = [k for k in ("task", "arms", "partitions", "summary", "metrics") if k not in results]
     if missing:
-        raise InputError(f"{path}: results lack {', '.join(missing)}")
+        raise InputError(f"{path}: results lack {', '.join(missing)} (written by an older inspect-train?)")
     if not isinstance(results["partitions"], list) or not all(
-        isinstance(p, dict) and "partition" in p for p in results["partitions"]
+        isinstance(p, dict) and "partition" in p and isinstance(p.get("arms"), dict) for p in results["partitions"]
     ):
-        raise InputError(f"{path}: 'partitions' must be a list of objects with a 'partition' number")
+        raise InputError(f"{path}: 'partitions' must be a list of objects with a 'partition' number and 'arms'")
     return results
 
 
-def _fmt(value: float | None, signed: bool = False) -> str:
-    if value is None:
+# ----------------------------------------------------------------------------- report.md
+
+
+def _fmt(value, signed: bool = False) -> str:
+    if value is None or not isinstance(value, (int, float)) or not math.isfinite(value):
         return "-"
     value = round(float(value), 3) + 0.0  # no "-0.000"
     return f"{value:+.3f}" if signed else f"{value:.3f}"
 
 
-def _fmt_stats(stats: dict | None, signed: bool = False) -> str:
+def fmt_stats(stats: dict | None, signed: bool = False) -> str:
     if not stats:
         return "-"
     if stats.get("n") == 1:
@@ -134,63 +160,114 @@ def _fmt_stats(stats: dict | None, signed: bool = False) -> str:
 
 
 def metric_table(results: dict, metric: str) -> list[str]:
-    """Markdown rows: P1..Pn, then mean ± std; columns baseline / augmented / difference."""
-    lines = [f"| {metric} | baseline | augmented ({results['aug']}) | difference |", "|---|---|---|---|"]
-    for part in results["partitions"]:
-        base = (part.get("baseline") or {}).get(metric)
-        aug = (part.get("augmented") or {}).get(metric)
-        diff = aug - base if base is not None and aug is not None else None
-        lines.append(f"| P{part['partition']} | {_fmt(base)} | {_fmt(aug)} | {_fmt(diff, signed=True)} |")
-    summary = results["summary"]
-    base_stats = (summary.get("baseline") or {}).get(metric)
-    aug_stats = (summary.get("augmented") or {}).get(metric)
-    diff_mean = (summary.get("difference") or {}).get(metric)
-    diff_std = (summary.get("difference_std") or {}).get(metric)
-    n = (base_stats or aug_stats or {}).get("n")
-    diff_stats = None if diff_mean is None else {"mean": diff_mean, "std": diff_std or 0.0, "n": n}
-    lines.append(
-        f"| mean ± std | {_fmt_stats(base_stats)} | {_fmt_stats(aug_stats)} | {_fmt_stats(diff_stats, signed=True)} |"
-    )
+    """Markdown rows, one per arm: P1..Pn, mean ± std, and the difference to the baseline (mean ± std)."""
+    parts = results["partitions"]
+    head = [f"| {metric} |", *[f" P{p['partition']} |" for p in parts], " mean ± std |"]
+    has_diff = bool(results["summary"].get("difference"))
+    if has_diff:
+        head.append(" difference ± std |")
+    lines = ["".join(head), "|---" * (len(parts) + 2 + has_diff) + "|"]
+    for arm in results["arms"]:
+        cells = [f"| {arm} |"] + [f" {_fmt((p['arms'].get(arm) or {}).get(metric))} |" for p in parts]
+        cells.append(f" {fmt_stats(results['summary']['arms'].get(arm, {}).get(metric))} |")
+        if has_diff:
+            diff = (results["summary"]["difference"].get(arm) or {}).get(metric)
+            cells.append(f" {fmt_stats(diff, signed=True) if diff else '-'} |")
+        lines.append("".join(cells))
+    return lines
+
+
+def _test_cell(test: dict) -> str:
+    if test.get("test") == "mcnemar_exact":
+        return f"p = {test['p_value']:.3g} ({test['arm_only']} vs {test['baseline_only']})"
+    if test.get("test") == "paired_bootstrap":
+        return f"{_fmt(test.get('difference'), True)} [{_fmt(test.get('low'), True)}, {_fmt(test.get('high'), True)}]"
+    return "-"
+
+
+def tests_table(results: dict) -> list[str]:
+    """Per partition and arm: each paired test against the baseline on the same test images."""
+    rows = [(p["partition"], arm, tests) for p in results["partitions"] for arm, tests in (p.get("tests") or {}).items()]
+    if not rows:
+        return []
+    metrics = [m for m in results["metrics"] if any(m in t for _, _, t in rows)]
+    lines = ["", "**Is it noise?** Each arm against the real-only baseline on the same test images: exact McNemar "
+             "test for accuracy (p, then images only the arm got right vs only the baseline got right); paired "
+             "bootstrap 95% interval of the difference for the others.", "",
+             "| partition | arm | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for k, arm, tests in rows:
+        lines.append(f"| P{k} | {arm} | " + " | ".join(_test_cell(tests.get(m, {})) for m in metrics) + " |")
     return lines
 
 
 def _dict_metric_tables(results: dict) -> list[str]:
-    """Per-partition tables for dict-valued metrics (e.g. per-class accuracy)."""
+    """Per-partition tables for dict-valued metrics (per-class accuracy, per-class AP), one column per arm."""
     lines: list[str] = []
+    arms = results["arms"]
     for part in results["partitions"]:
-        arms = {arm: part.get(arm) or {} for arm in ARMS}
-        keys = sorted({k for values in arms.values() for k, v in values.items() if isinstance(v, dict)})
+        values = {arm: part["arms"].get(arm) or {} for arm in arms}
+        keys = sorted({k for v in values.values() for k, x in v.items() if isinstance(x, dict)})
         for key in keys:
-            names = sorted({n for values in arms.values() for n in (values.get(key) or {})})
-            lines += ["", f"**P{part['partition']} {key}**", "", "| | baseline | augmented |", "|---|---|---|"]
+            names = sorted({n for v in values.values() for n in (v.get(key) or {})})
+            lines += ["", f"**P{part['partition']} {key}**", "", "| | " + " | ".join(arms) + " |",
+                      "|---" * (len(arms) + 1) + "|"]
             for name in names:
-                cells = []
-                for arm in ARMS:
-                    value = (arms[arm].get(key) or {}).get(name)
-                    cells.append(_fmt(value) if isinstance(value, (int, float)) else "-")
-                lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+                cells = [_fmt((values[arm].get(key) or {}).get(name)) for arm in arms]
+                lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return lines
 
 
-def write_report_md(results: dict, path: str | Path) -> Path:
-    """A page a person reads: what ran, on which split and schedule, and the tables."""
-    lines = [f"# {results['task']}: {results['aug']} vs real-only baseline", ""]
+def write_report_md(results: dict, path: str | Path, chart: Path | None = None) -> Path:
+    """A page a person reads: what ran, on which split and schedule, the tables, and whether it is noise."""
+    arms = results["arms"]
+    title = f"# {results['task']}: " + ", ".join(arms)
+    lines = [title, ""]
     if results.get("command"):
         lines += ["```", str(results["command"]), "```", ""]
     if results.get("manifest"):
         lines.append(f"- manifest: `{results['manifest']}`")
     schedule = results.get("schedule")
     if isinstance(schedule, dict):
-        lines.append("- schedule: " + ", ".join(f"{k} = {v}" for k, v in schedule.items()))
+        lines.append("- schedule (every arm): " + ", ".join(f"{k} = {v}" for k, v in schedule.items()))
     for part in results["partitions"]:
-        notes = {k: v for k, v in part.items() if k not in ("partition", *ARMS) and not isinstance(v, (dict, list))}
-        if notes:
-            lines.append(f"- P{part['partition']}: " + ", ".join(f"{k} = {v}" for k, v in notes.items()))
-    lines.append("- std is the sample standard deviation over partitions; difference = augmented - baseline")
+        counts = {k: v for k, v in part.items() if isinstance(v, (int, float)) and k != "partition"}
+        runs = part.get("runs") or {}
+        seen = ", ".join(f"{arm} {r.get('epochs')} epochs, {r.get('synthetic_samples_seen')} synthetic, "
+                         f"{r.get('wall_seconds')} s" for arm, r in runs.items())
+        lines.append(f"- P{part['partition']}: " + ", ".join(f"{k} = {v}" for k, v in counts.items())
+                     + (f"; {seen}" if seen else ""))
+    if results.get("wall_seconds") is not None:
+        lines.append(f"- wall time {results['wall_seconds']} s, from {results.get('started')} to "
+                     f"{results.get('finished')}; commit {results.get('git_commit') or 'unknown'}")
+    lines.append("- std is the sample standard deviation over partitions; difference = arm - "
+                 f"{results.get('baseline') or 'baseline'} per partition")
+    if chart is not None:
+        lines += ["", f"![{results.get('headline')}]({Path(chart).name})"]
     for metric in results["metrics"]:
         lines += ["", *metric_table(results, metric)]
+    lines += tests_table(results)
     lines += _dict_metric_tables(results)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def print_summary(results: dict, out: Path) -> None:
+    """The console ending of a run: one line per metric, every arm's mean ± std and difference."""
+    summary = results["summary"]
+    for metric in results["metrics"]:
+        parts = []
+        for arm in results["arms"]:
+            stats = summary["arms"].get(arm, {}).get(metric)
+            if not stats:
+                continue
+            text = f"{arm} {fmt_stats(stats)}"
+            diff = (summary.get("difference", {}).get(arm) or {}).get(metric)
+            if diff:
+                text += f" ({fmt_stats(diff, signed=True)})"
+            parts.append(text)
+        if parts:
+            print(f"{metric}: " + " | ".join(parts))
+    print(f"results: {out / RESULTS_NAME}, {out / REPORT_NAME}; models and predictions: {out}/P<k>/<arm>/; "
+          f"TensorBoard: tensorboard --logdir {out / 'tb'}")

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from generators.classic import build_generator
+from generators.registry import create_generator
 from generators.classic.augment import classic_augment
 from generators.classic.geometry import mask_bbox, shift_inside
 from inspect_train.data.category import load_category
@@ -28,7 +28,7 @@ def rng(seed=0, device="cpu"):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batches_are_valid_fresh_and_reproducible(toy, base, name):
-    gen = build_generator(name, toy, base)
+    gen = create_generator(name, toy, base)
     assert gen.defect_types == sorted(base)
     r = rng()
     a = gen.sample(6, "scratch", r)
@@ -39,7 +39,7 @@ def test_batches_are_valid_fresh_and_reproducible(toy, base, name):
     assert (a.masks.flatten(1).sum(1) > 0).all(), "every synthetic defect has a mask"
     assert a.labels.tolist() == [gen.defect_types.index("scratch")] * 6
     assert not torch.equal(a.images, b.images), "consecutive draws must differ"
-    again = build_generator(name, toy, base).sample(6, "scratch", rng())
+    again = create_generator(name, toy, base).sample(6, "scratch", rng())
     assert torch.equal(a.images, again.images) and torch.equal(a.masks, again.masks)
     # Outside the mask the sample is its paired good image.
     outside = a.masks == 0
@@ -47,7 +47,7 @@ def test_batches_are_valid_fresh_and_reproducible(toy, base, name):
 
 
 def test_crop_paste_pastes_base_defect_pixels(toy, base):
-    gen = build_generator("crop-paste", toy, base)
+    gen = create_generator("crop-paste", toy, base)
     assert gen.source_names == base, "only base-set images reach the generator"
     batch = gen.sample(8, "hole", rng(3))
     # Defect area is preserved: the pasted mask has as many pixels as one of the base masks.
@@ -58,28 +58,28 @@ def test_crop_paste_pastes_base_defect_pixels(toy, base):
 
 
 def test_cut_paste_shapes(toy, base):
-    rect = build_generator("cut-paste", toy, base, shape="rect").sample(5, "stain", rng())
+    rect = create_generator("cut-paste", toy, base, shape="rect").sample(5, "stain", rng())
     ys, xs = rect.masks[:, 0].any(2), rect.masks[:, 0].any(1)
     assert torch.equal(rect.masks[:, 0].sum((1, 2)), ys.sum(1) * xs.sum(1)), "rect masks are rectangles"
     with pytest.raises(InputError, match="shape"):
-        build_generator("cut-paste", toy, base, shape="star")
+        create_generator("cut-paste", toy, base, shape="star")
 
 
 def test_perlin_textures(toy, base):
     for texture in ("good", "self", "defect"):
-        batch = build_generator("perlin", toy, base, texture=texture).sample(4, "hole", rng())
+        batch = create_generator("perlin", toy, base, texture=texture).sample(4, "hole", rng())
         assert (batch.masks.flatten(1).sum(1) > 0).all()
     with pytest.raises(InputError, match="texture"):
-        build_generator("perlin", toy, base, texture="wood")
+        create_generator("perlin", toy, base, texture="wood")
 
 
 def test_unknown_generator_and_type(toy, base):
     with pytest.raises(InputError, match="unknown generator"):
-        build_generator("gan9000", toy, base)
+        create_generator("gan9000", toy, base)
     with pytest.raises(InputError, match="not one of"):
-        build_generator("crop-paste", toy, base).sample(2, "dent", rng())
+        create_generator("crop-paste", toy, base).sample(2, "dent", rng())
     with pytest.raises(InputError, match="not in the data"):
-        build_generator("crop-paste", toy, {"dent": ["x.png"]})
+        create_generator("crop-paste", toy, {"dent": ["x.png"]})
 
 
 def test_shift_inside_never_cuts_a_mask():
@@ -106,5 +106,5 @@ def test_classic_augment_moves_masks_with_pixels():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_generators_run_on_cuda(toy, base):
     for name in NAMES:
-        batch = build_generator(name, toy, base, device="cuda").sample(3, "hole", rng(device="cuda"))
+        batch = create_generator(name, toy, base, device="cuda").sample(3, "hole", rng(device="cuda"))
         assert batch.images.is_cuda and batch.masks.is_cuda and batch.labels.is_cuda

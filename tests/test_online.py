@@ -5,7 +5,7 @@ from collections import Counter
 import pytest
 import torch
 
-from generators.classic import build_generator
+from generators.registry import create_generator
 from inspect_train.data.category import load_category
 from inspect_train.data.mvtec import scan_category
 from inspect_train.errors import InputError
@@ -30,7 +30,7 @@ def base_of(part):
 def batches(toy, part, aug="crop-paste", with_good=False, ratio=0.5, batch_size=12, seed=0, device="cpu", **kw):
     classes = sorted(part["defects"]) + ([GOOD] if with_good else [])
     pool = RealPool(toy, base_of(part), classes, device)
-    gen = build_generator(aug, toy, base_of(part), device) if aug else None
+    gen = create_generator(aug, toy, base_of(part), device) if aug else None
     return OnlineBatches(pool, gen, batch_size=batch_size, synthetic_ratio=ratio, seed=seed, device=device, **kw)
 
 

@@ -2,8 +2,5 @@
 
 All run with torch ops on the device they were built for and draw every random
 number from the torch.Generator passed to `sample`, so a seeded run repeats.
+Build them by name with `generators.registry.create_generator`.
 """
-
-from generators.classic.registry import GENERATOR_NAMES, build_generator
-
-__all__ = ["GENERATOR_NAMES", "build_generator"]

@@ -182,13 +182,13 @@ class GeneratedSource:
 
     def _classic(self, args, device: torch.device, index) -> None:
         """A classic generator built from the partition's base set only, sampled on the fly."""
-        from generators.classic import build_generator
+        from generators.registry import create_generator
         from inspect_train.data.category import load_category
 
         if self.split.partition is None:
             raise InputError(f"--generated {self.kind} needs --partition K: it copies from that partition's base set")
         data = load_category(args.data, args.category, size=parse_resolution(args.resolution), index=index)
-        gen = build_generator(self.kind, data, {args.defect: self.split.part("base")}, device=device)
+        gen = create_generator(self.kind, data, {args.defect: self.split.part("base")}, device=device)
         self.size, self.channels = tuple(data.size), data.channels
         self.details = {"built_from": f"partition {self.split.partition} base set + train/good", "resolution": list(self.size)}
         self.batches = lambda: iter_generator(gen, args.defect, self.n, args.batch, args.seed)

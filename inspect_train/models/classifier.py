@@ -1,6 +1,6 @@
 """A timm classifier by name, random init unless weights are given.
 
-`weights` is a local checkpoint file or the word `timm`, meaning timm's own
+`weights` is a local checkpoint file or the word `pretrained`, meaning timm's own
 pretrained weights from the local Hugging Face / torch cache (never
 downloaded: this machine may have no internet). The model normalises its
 input itself, so every caller feeds images in [0, 1].
@@ -17,24 +17,7 @@ from torch import nn
 
 from inspect_train.errors import InputError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-class Normalised(nn.Module):
-    """Wraps a network so its input is [0, 1] images; normalises with the stats its weights expect."""
-
-    def __init__(self, net: nn.Module, channels: int, mean=IMAGENET_MEAN, std=IMAGENET_STD):
-        super().__init__()
-        self.net = net
-        mean_t, std_t = torch.tensor(mean, dtype=torch.float32), torch.tensor(std, dtype=torch.float32)
-        if channels != len(mean_t):
-            mean_t, std_t = mean_t.mean().repeat(channels), std_t.mean().repeat(channels)
-        self.register_buffer("mean", mean_t.view(1, -1, 1, 1))
-        self.register_buffer("std", std_t.view(1, -1, 1, 1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+from inspect_train.models.normalise import PRETRAINED, IMAGENET_MEAN, IMAGENET_STD, Normalised, fit_channels
 
 
 def _load_file(net: nn.Module, path: Path, in_chans: int) -> None:
@@ -75,20 +58,20 @@ def check_model_args(name: str, weights: str | Path | None) -> None:
     """Cheap checks to run before any data is loaded: a known timm name, an existing weights file."""
     if name not in timm.list_models() and name.split(".")[0] not in timm.list_models():
         raise InputError(f"--model '{name}' is not a timm model name (e.g. resnet18, resnet34, efficientnet_b0)")
-    if weights is not None and str(weights) != "timm" and not Path(weights).expanduser().is_file():
+    if weights is not None and str(weights) != PRETRAINED and not Path(weights).expanduser().is_file():
         raise InputError(f"{weights}: weights file not found")
 
 
 def build_classifier(name: str, num_classes: int, in_chans: int = 3, weights: str | Path | None = None) -> nn.Module:
     """timm model `name` with a `num_classes` head for [0, 1] images of `in_chans` channels."""
     check_model_args(name, weights)
-    if weights is not None and str(weights) == "timm":
+    if weights is not None and str(weights) == PRETRAINED:
         try:
             with _hub_offline():
                 net = timm.create_model(name, pretrained=True, num_classes=num_classes, in_chans=in_chans)
         except Exception as err:
             raise InputError(
-                f"--weights timm: pretrained weights for '{name}' are not in the local timm/Hugging Face cache "
+                f"--weights pretrained: pretrained weights for '{name}' are not in the local timm/Hugging Face cache "
                 f"({type(err).__name__}); fetch them on a machine with internet or pass --weights FILE"
             ) from None
     else:
@@ -96,6 +79,6 @@ def build_classifier(name: str, num_classes: int, in_chans: int = 3, weights: st
         if weights is not None:
             _load_file(net, Path(weights).expanduser(), in_chans)
     if weights is None:
-        return Normalised(net, in_chans, mean=(0.5,) * in_chans, std=(0.25,) * in_chans)
+        return Normalised(net, (0.5,) * in_chans, (0.25,) * in_chans)
     cfg = getattr(net, "pretrained_cfg", {}) or {}
-    return Normalised(net, in_chans, cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD))
+    return Normalised(net, *fit_channels(cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD), in_chans))

@@ -1,7 +1,7 @@
 """Segmentation networks by name: smp U-Net / DeepLabV3 (any smp encoder) and our DRAEM-style model.
 
 Encoders start from random weights: nothing is downloaded at run time. Pass
-`weights="imagenet"` to use smp's pretrained encoder from the local Hugging
+`weights="pretrained"` to use smp's pretrained encoder from the local Hugging
 Face cache (offline lookup only), or
 a file path holding a state dict for the encoder (e.g. a torchvision ResNet
 checkpoint). The input channel count comes from the data; a 3-channel first
@@ -22,26 +22,7 @@ from inspect_train.errors import InputError
 from inspect_train.models.draem import Draem, DraemConfig
 
 MODELS = ("unet", "deeplabv3", "draem")
-IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-
-
-class Normalized(nn.Module):
-    """Takes images in [0, 1] and standardises them as ImageNet encoders expect, so callers never have to."""
-
-    def __init__(self, net: nn.Module, channels: int):
-        super().__init__()
-        self.net = net
-        mean = torch.tensor(IMAGENET_MEAN) if channels == 3 else torch.full((channels,), sum(IMAGENET_MEAN) / 3)
-        std = torch.tensor(IMAGENET_STD) if channels == 3 else torch.full((channels,), sum(IMAGENET_STD) / 3)
-        self.register_buffer("mean", mean.view(1, -1, 1, 1))
-        self.register_buffer("std", std.view(1, -1, 1, 1))
-
-    @property
-    def encoder(self) -> nn.Module:
-        return self.net.encoder
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net((x - self.mean) / self.std)
+from inspect_train.models.normalise import PRETRAINED, IMAGENET_MEAN, IMAGENET_STD, Normalised, fit_channels
 
 
 def input_divisor(name: str, config: dict[str, Any]) -> int:
@@ -80,7 +61,7 @@ def build_segmenter(
     else:
         kwargs["decoder_channels"] = int(config.get("decoder_channels", 256))
         cls = smp.DeepLabV3
-    from_cache = weights == "imagenet"
+    from_cache = weights == PRETRAINED
     try:
         with _hub_offline(from_cache):
             model = cls(encoder_weights="imagenet" if from_cache else None, **kwargs)
@@ -89,13 +70,13 @@ def build_segmenter(
     except (OSError, RuntimeError, ValueError) as err:
         if from_cache:
             raise InputError(
-                f"--weights imagenet: pretrained '{encoder}' weights are not in the local cache and cannot be "
+                f"--weights pretrained: pretrained '{encoder}' weights are not in the local cache and cannot be "
                 f"downloaded here ({type(err).__name__}); pass --weights PATH to a state-dict file"
             ) from None
         raise InputError(f"--model {name} --encoder {encoder}: {err}") from None
     if weights is not None and not from_cache:
         load_encoder_weights(model.encoder, weights)
-    return Normalized(model, in_channels)
+    return Normalised(model, *fit_channels(IMAGENET_MEAN, IMAGENET_STD, in_channels))
 
 
 @contextmanager
@@ -144,7 +125,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | Path) -> None:
     """Load matching tensors from a state-dict file into the encoder; refuse a file that matches nothing."""
     path = Path(path)
     if not path.is_file():
-        raise InputError(f"{path}: weights file not found (pass a state-dict file, or 'imagenet' for the smp cache)")
+        raise InputError(f"{path}: weights file not found (pass a state-dict file, or 'pretrained' for the smp cache)")
     try:
         state = _unwrap_state_dict(torch.load(path, map_location="cpu", weights_only=True))
     except Exception as err:  # noqa: BLE001 - any unreadable file is one user error

@@ -20,7 +20,7 @@ from typing import Callable
 
 import torch
 
-from generators.classic.registry import build_generator
+from generators.registry import create_generator
 from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
 from inspect_train.protocol import read_json, write_json_atomic
@@ -155,8 +155,8 @@ def generator_factory(aug: str, data: CategoryData, device: torch.device, option
         if aug == "dfmgan":
             if dfmgan is None:
                 raise InputError("--aug dfmgan needs a DFMGAN generator folder")
-            return build_generator("dfmgan", data, base_names, device,
+            return create_generator("dfmgan", data, base_names, device,
                                    checkpoints=dfmgan.checkpoints(partition, base_names), **options)
-        return build_generator(aug, data, base_names, device, **options)
+        return create_generator(aug, data, base_names, device, **options)
 
     return make

@@ -1,22 +1,30 @@
-"""Build any generator by its `--aug` name from a category's data and one partition's base set.
+"""Every defect source by its `--aug` name, listed once: `create_generator` builds one from a category's data
+and one partition's base set.
 
 Only the base-set images named in `base_names` (and train/good) are handed to
-a generator, so no test image of the protocol can reach one.
+a generator, so no test image of the protocol can reach one. `AUGS` adds the two arms that draw no synthetic
+sample: `none` (real only, the baseline) and `classic` (flips, turns and colour jitter on the real images).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from typing import TYPE_CHECKING
 
-from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
 
-GENERATOR_NAMES = ("crop-paste", "cut-paste", "perlin", "dfmgan")
+if TYPE_CHECKING:  # the CLI reads the names below without importing torch
+    import torch
+
+    from inspect_train.data.category import CategoryData
+
+GENERATORS = ("crop-paste", "cut-paste", "perlin", "dfmgan")
+REAL_ONLY = ("none", "classic")
+AUGS = (*REAL_ONLY, *GENERATORS)
 
 
-def base_sets(data: CategoryData, base_names: dict[str, list[str]]) -> dict:
+def base_sets(data: "CategoryData", base_names: dict[str, list[str]]) -> dict:
     """The ImageSets of each defect type restricted to the partition's base names."""
     unknown = sorted(set(base_names) - set(data.defects))
     if unknown:
@@ -24,15 +32,15 @@ def base_sets(data: CategoryData, base_names: dict[str, list[str]]) -> dict:
     return {t: data.defects[t].select(names) for t, names in base_names.items()}
 
 
-def build_generator(
+def create_generator(
     name: str,
-    data: CategoryData,
+    data: "CategoryData",
     base_names: dict[str, list[str]],
-    device: str | torch.device = "cpu",
+    device: "str | torch.device" = "cpu",
     checkpoints: dict[str, Path] | None = None,
     **options,
 ):
-    """A DefectGenerator for `name` (one of GENERATOR_NAMES).
+    """A DefectGenerator for `name` (one of GENERATORS).
 
     options: cut-paste `shape` ("mask"|"rect"), `jitter`; perlin `texture` ("good"|"self"|"defect"),
     `beta`, `scales`; dfmgan `checkpoints` {defect type: stage-2 checkpoint} and `truncation`.
@@ -58,4 +66,4 @@ def build_generator(
         from generators.dfmgan.api import DFMGANGenerator
 
         return DFMGANGenerator({t: Path(checkpoints[t]) for t in base_names}, device=device, **options)
-    raise InputError(f"unknown generator '{name}' (choose from {', '.join(GENERATOR_NAMES)})")
+    raise InputError(f"unknown generator '{name}' (choose from {', '.join(GENERATORS)})")

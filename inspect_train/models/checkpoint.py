@@ -1,0 +1,107 @@
+"""The shipped model file: everything needed to run a trained classifier or segmenter on new images.
+
+One file per trained arm (`OUT/P<k>/<arm>/model.pt`), read by `predict` and `export`. It holds the network's
+own state dict (for a classifier exactly what `timm.create_model(name, num_classes=..., in_chans=...)` loads,
+without our wrapper's prefix), the input statistics the wrapper standardises with, the classes in output
+order, the resolution and channels the model was trained at, a segmenter's decision threshold (chosen on
+training images only), what it was trained on, and the package versions.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from inspect_train.errors import InputError
+from inspect_train.models.normalise import Normalised
+from inspect_train.models.registry import create_model
+
+FORMAT = "inspect-train-model"
+VERSION = 1
+REQUIRED = ("task", "architecture", "classes", "resolution", "channels", "state_dict")
+
+
+def package_versions() -> dict[str, str]:
+    """Versions of the packages a result or a model depends on (recorded, never enforced)."""
+    from importlib import metadata
+
+    versions = {}
+    for name in ("inspect-train", "torch", "torchvision", "timm", "segmentation-models-pytorch", "scikit-learn",
+                 "numpy"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def save_model(path: str | Path, model: nn.Module, *, architecture: dict, classes: list[str],
+               resolution: tuple[int, int], channels: int, threshold: dict | None = None,
+               trained_on: dict | None = None) -> Path:
+    """Write the model file atomically (temporary file, then rename)."""
+    net, statistics = (model.net, model.statistics()) if isinstance(model, Normalised) else (model, None)
+    record = {
+        "format": FORMAT,
+        "version": VERSION,
+        "task": architecture["task"],
+        "architecture": architecture,
+        "classes": list(classes),
+        "resolution": [int(resolution[0]), int(resolution[1])],
+        "channels": int(channels),
+        "normalisation": statistics,
+        "threshold": threshold,
+        "trained_on": trained_on or {},
+        "packages": package_versions(),
+        "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(record, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_model_file(path: str | Path) -> dict[str, Any]:
+    """The checked record of a model file, or one line saying why the file is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: model file not found")
+    try:
+        record = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is one user error
+        raise InputError(f"{path}: not a readable model file ({type(err).__name__})") from None
+    if not isinstance(record, dict) or record.get("format") != FORMAT:
+        hint = " (a DFMGAN generator checkpoint: use `generate`)" if isinstance(record, dict) and "kind" in record else ""
+        raise InputError(f"{path}: not an inspect-train model file{hint}; use OUT/P<k>/<arm>/model.pt of a "
+                         "classify or segment run")
+    if int(record.get("version", 0)) > VERSION:
+        raise InputError(f"{path}: model file version {record['version']} is newer than this inspect-train reads "
+                         f"({VERSION}); upgrade inspect-train")
+    missing = [k for k in REQUIRED if k not in record]
+    if missing:
+        raise InputError(f"{path}: model file lacks {', '.join(missing)}")
+    return record
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """(the network in eval mode taking [0, 1] images, its record without the weights)."""
+    record = read_model_file(path)
+    model = create_model(record["architecture"])
+    net = model.net if isinstance(model, Normalised) else model
+    try:
+        net.load_state_dict(record["state_dict"])
+    except RuntimeError as err:
+        raise InputError(f"{path}: the weights do not fit the recorded architecture "
+                         f"({str(err).splitlines()[0]})") from None
+    if isinstance(model, Normalised) and record.get("normalisation"):
+        stats = record["normalisation"]
+        model.mean.copy_(torch.tensor(stats["mean"]).view(1, -1, 1, 1))
+        model.std.copy_(torch.tensor(stats["std"]).view(1, -1, 1, 1))
+    meta = {k: v for k, v in record.items() if k != "state_dict"}
+    return model.to(device).eval(), meta

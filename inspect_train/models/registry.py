@@ -1,0 +1,56 @@
+"""Every downstream model by name, and one architecture record that rebuilds it.
+
+Training builds a model with `create_classifier` / `create_segmenter` (optionally from pretrained weights);
+a checkpoint stores `architecture(...)`, and `create_model(architecture)` rebuilds the same network with
+random weights for the stored state dict to fill (predict, export). Classifiers are any timm model name;
+segmenters are the names in SEGMENTERS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from inspect_train.errors import InputError
+
+TASKS = ("classify", "segment")
+SEGMENTERS = ("unet", "deeplabv3", "draem")
+
+
+def create_classifier(name: str, num_classes: int, in_chans: int = 3, weights: str | None = None) -> nn.Module:
+    """A timm classifier for [0, 1] images with a `num_classes` head (random init unless `weights`)."""
+    from inspect_train.models.classifier import build_classifier
+
+    return build_classifier(name, num_classes, in_chans, weights)
+
+
+def create_segmenter(name: str, in_chans: int, config: dict | None = None, weights: str | None = None) -> nn.Module:
+    """A segmenter from SEGMENTERS for [0, 1] images; `config` holds its widths (and `encoder` for smp models)."""
+    from inspect_train.models.segmenters import build_segmenter
+
+    if name not in SEGMENTERS:
+        raise InputError(f"--model '{name}': unknown segmenter (choose from {', '.join(SEGMENTERS)})")
+    config = dict(config or {})
+    return build_segmenter(name, in_chans, config, encoder=config.get("encoder", "resnet18"), weights=weights)
+
+
+def architecture(task: str, name: str, in_chans: int, num_classes: int | None = None,
+                 config: dict | None = None) -> dict[str, Any]:
+    """What a checkpoint records to rebuild the network: task, model name, input channels, head or widths."""
+    record: dict[str, Any] = {"task": task, "name": name, "in_chans": int(in_chans)}
+    if task == "classify":
+        record["num_classes"] = int(num_classes)
+    else:
+        record["config"] = dict(config or {})
+    return record
+
+
+def create_model(record: dict[str, Any]) -> nn.Module:
+    """The network an architecture record describes, with random weights."""
+    task = record.get("task")
+    if task == "classify":
+        return create_classifier(record["name"], record["num_classes"], record["in_chans"])
+    if task == "segment":
+        return create_segmenter(record["name"], record["in_chans"], record.get("config"))
+    raise InputError(f"unknown task '{task}' in a model record (known: {', '.join(TASKS)})")

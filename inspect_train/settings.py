@@ -1,0 +1,122 @@
+"""One settings flow for every task: preset (configs/<task>-*.yaml) -> dataclass -> command-line flags.
+
+The resolved settings are written to `OUT/config.yaml` when a run starts; that file is itself a preset
+(its `run:` section, which records what was run, is ignored when it is read back), so
+`--config OUT/config.yaml` repeats a run's settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from inspect_train.config_files import read_preset
+from inspect_train.errors import InputError
+
+RENAMED_KEYS = {"dfmgan_config": "gan_config", "generator_options": "generators"}
+
+
+@dataclass
+class TaskSettings:
+    """What every downstream task shares: the schedule, the batch mix, evaluation and the generators."""
+
+    resolution: Any = None  # N or "HxW"; null keeps the data's own size
+    model: str = "resnet34"
+    weights: str | None = None  # a local file, or "pretrained" for the library's local cache
+    steps: int = 1000  # optimiser steps per arm, the same for every arm (fixed schedule)
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 0
+    synthetic_ratio: float = 0.5  # fraction of each batch drawn fresh from the generator
+    real_sampling: str = "balanced"
+    augment_real: bool = False  # flips, turns and colour jitter on the real images of every arm
+    eval_batch_size: int = 64
+    log_every: int = 10
+    grid_every: int = 250
+    save_models: bool = True
+    cpu_threads: int | None = None
+    bootstrap_resamples: int = 1000  # paired bootstrap intervals of each arm against real-only
+    generators: dict = field(default_factory=dict)  # options per --aug name, e.g. {perlin: {texture: good}}
+    gan_config: str | None = None  # DFMGAN config for --aug dfmgan
+    gan_backbone_steps: int | None = None  # null: the DFMGAN config's own step counts
+    gan_defect_steps: int | None = None
+
+    def check(self) -> None:
+        for key in ("steps", "batch_size", "eval_batch_size", "log_every", "grid_every", "bootstrap_resamples"):
+            value = getattr(self, key)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise InputError(f"{key.replace('_', '-')} must be a positive integer (got {value})")
+        if not 0.0 <= float(self.synthetic_ratio) <= 1.0:
+            raise InputError(f"--synthetic-ratio must be between 0 and 1 (got {self.synthetic_ratio})")
+        if float(self.lr) <= 0:
+            raise InputError(f"--lr must be positive (got {self.lr})")
+        if self.cpu_threads is not None and int(self.cpu_threads) < 1:
+            raise InputError(f"--threads must be at least 1 (got {self.cpu_threads})")
+
+
+@dataclass
+class ClassifySettings(TaskSettings):
+    with_good: bool = False  # a `good` class: train/good joins training, test/good the test set
+
+
+@dataclass
+class SegmentSettings(TaskSettings):
+    model: str = "unet"
+    eval_batch_size: int = 32
+    smooth_sigma: float = 4.0  # Gaussian sigma of the map before its maximum becomes the image score
+    loss: dict = field(default_factory=lambda: {"bce_weight": 1.0, "dice_weight": 1.0})
+    models: dict = field(default_factory=dict)  # widths per segmenter name (and `encoder`, `lr` overrides)
+
+    def model_config(self) -> dict:
+        return dict(self.models.get(self.model) or {})
+
+
+# flag dest -> settings field, for the flags every task command has
+FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
+               "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads"}
+
+
+def settings_from_preset(settings_class: type, config: dict, where: str) -> TaskSettings:
+    """The dataclass filled from a preset mapping; an unknown or renamed key is one clear error."""
+    config = {k: v for k, v in config.items() if k not in ("run", "name")}
+    for old, new in RENAMED_KEYS.items():
+        if old in config:
+            raise InputError(f"{where}: '{old}' is now '{new}' (the same key in every task preset)")
+    known = {f.name for f in dataclasses.fields(settings_class)}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InputError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    try:
+        return settings_class(**config)
+    except TypeError as err:
+        raise InputError(f"{where}: {err}") from None
+
+
+def resolve_settings(settings_class: type, task: str, preset: str, args) -> TaskSettings:
+    """Preset -> dataclass -> the flags the user gave (None means not given)."""
+    config, path = read_preset(preset, task)
+    settings = settings_from_preset(settings_class, config, str(path))
+    for dest, name in FLAG_FIELDS.items():
+        value = getattr(args, dest, None)
+        if value is not None:
+            setattr(settings, name, value)
+    if getattr(args, "with_good", False):
+        settings.with_good = True
+    encoder = getattr(args, "encoder", None)
+    if encoder:
+        settings.models = {**settings.models, settings.model: {**settings.model_config(), "encoder": encoder}}
+    settings.check()
+    return settings
+
+
+def write_config(settings: TaskSettings, path: Path, run: dict) -> Path:
+    """OUT/config.yaml: the resolved settings (a preset) plus a `run:` record of what was run."""
+    record = {**dataclasses.asdict(settings), "run": run}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(record, sort_keys=False))
+    return path

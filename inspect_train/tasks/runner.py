@@ -1,0 +1,382 @@
+"""The protocol runner every downstream task plugs into: one shape for classify, segment and later tasks.
+
+Per partition of the manifest, every arm (`none` = the real-only baseline, then one per `--aug`) trains the
+same model from the same initial weights, for the same fixed schedule, on the same real base-set images,
+with the same seed; the arms differ only in the fresh synthetic samples mixed into each batch. The final
+model of each arm is evaluated once on the partition's test set (nothing is chosen on test data), saved
+with everything `predict` and `export` need, and compared with the baseline on the same test images.
+
+A task supplies what differs (see `Task`): its classes, model, loss, evaluation, pictures and paired tests.
+Output layout, the same for every task:
+
+    OUT/config.yaml  manifest.json  results.json  report.md  summary.png
+    OUT/P<k>/<arm>/model.pt  predictions.csv          OUT/tb/P<k>/<arm>/   OUT/generators/ (dfmgan)
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Protocol
+
+import torch
+from torch import nn
+
+from generators.registry import AUGS, REAL_ONLY
+from inspect_train.data.category import CategoryData
+from inspect_train.errors import InputError
+from inspect_train.online import GOOD, OnlineBatches, RealPool
+from inspect_train.settings import TaskSettings
+
+BASELINE = "none"
+
+
+@dataclass
+class TestSet:
+    """The partition's test images: each defect type's test part (sorted by type), then test/good if a class."""
+
+    names: list[str]  # "<type>/<file>"
+    images: torch.Tensor  # uint8 (N, C, H, W)
+    masks: torch.Tensor  # bool (N, 1, H, W)
+    labels: torch.Tensor  # long (N,), index into classes
+    classes: list[str]
+    n_defect: int
+
+
+@dataclass
+class Evaluation:
+    """One arm's scores on the test set: the metrics, and the raw outputs paired tests compare
+    (class probabilities (N, K) for a classifier, defect probability maps (N, 1, H, W) for a segmenter)."""
+
+    metrics: dict[str, Any]
+    outputs: torch.Tensor
+
+
+class Task(Protocol):
+    name: str  # the command: classify, segment
+    settings_class: type
+    toy_preset: str  # preset without --data
+    data_preset: str  # preset with --data
+    def summary_metrics(self, settings) -> list[str]: ...  # scalar metrics summarised over partitions
+    headline: str  # the metric of the bar chart
+    find_unused_parameters: bool  # DDP: the model holds weights no forward uses
+
+    def check_settings(self, settings) -> None: ...
+    def class_names(self, settings, defect_types: list[str]) -> list[str]: ...
+    def check_data(self, settings, data: CategoryData) -> None: ...
+    def build_model(self, settings, data: CategoryData, classes: list[str]) -> nn.Module: ...
+    def architecture(self, settings, data: CategoryData, classes: list[str]) -> dict: ...
+    def learning_rate(self, settings) -> float: ...
+    def paired_good(self, settings) -> bool: ...
+    def step_fn(self, settings, device) -> Callable: ...
+    def evaluate(self, model, tests: TestSet, settings, device) -> Evaluation: ...
+    def log_evaluation(self, writer, tests: TestSet, evaluation: Evaluation, settings) -> None: ...
+    def prediction_rows(self, tests: TestSet, evaluation: Evaluation, threshold: dict | None,
+                        settings) -> list[dict]: ...
+    def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings, seed: int) -> dict: ...
+    def decision_threshold(self, model, pool: RealPool, settings, device) -> dict | None: ...
+
+
+# ----------------------------------------------------------------------------- arms and data
+
+
+def arms_from(augs: list[str], baseline: bool) -> list[str]:
+    """The arms of a run in order: the real-only baseline first (unless dropped), then each --aug once."""
+    unknown = [a for a in augs if a not in AUGS]
+    if unknown:
+        raise InputError(f"--aug {unknown[0]}: unknown (choose from {', '.join(AUGS)})")
+    if not baseline and BASELINE in augs:
+        raise InputError("--aug none is the real-only baseline; it cannot go with --no-baseline")
+    arms = ([BASELINE] if baseline else []) + [a for a in augs if a != BASELINE]
+    arms = list(dict.fromkeys(arms))
+    if not arms:
+        raise InputError("nothing to train: --no-baseline and no --aug")
+    return arms
+
+
+def make_test_set(data: CategoryData, part: dict, classes: list[str]) -> TestSet:
+    names, images, masks, labels = [], [], [], []
+    defects = sorted(c for c in classes if c != GOOD)
+    for defect in defects:
+        chosen = data.defects[defect].select(part["defects"][defect]["test"])
+        names += [f"{defect}/{n}" for n in chosen.names]
+        images.append(chosen.images)
+        masks.append(chosen.masks)
+        labels += [classes.index(defect)] * len(chosen)
+    n_defect = len(names)
+    if GOOD in classes:
+        good = data.test_good
+        if len(good) == 0:
+            raise InputError(f"{data.index.folder / 'test' / 'good'}: no test/good images to evaluate the good class")
+        names += [f"good/{n}" for n in good.names]
+        images.append(good.images)
+        masks.append(torch.zeros((len(good), 1, *good.images.shape[2:]), dtype=torch.bool))
+        labels += [classes.index(GOOD)] * len(good)
+    return TestSet(names, torch.cat(images), torch.cat(masks), torch.tensor(labels, dtype=torch.long),
+                   list(classes), n_defect)
+
+
+def base_names_of(part: dict, classes: list[str]) -> dict[str, list[str]]:
+    return {t: part["defects"][t]["base"] for t in classes if t != GOOD}
+
+
+def steps_for_epochs(epochs: float, data: CategoryData, part: dict, classes: list[str], batch_size: int) -> int:
+    """An epoch is one pass over the partition's real training images at the full batch size."""
+    pool = sum(len(names) for names in base_names_of(part, classes).values())
+    pool += len(data.train_good) if GOOD in classes else 0
+    return max(1, math.ceil(epochs * pool / batch_size))
+
+
+# ----------------------------------------------------------------------------- one arm
+
+
+def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, part: dict, classes: list[str],
+              generator, seed: int, device, log_dir: Path, ctx):
+    """Train one arm's model on the real pool plus fresh samples of `generator`; returns
+    (the plain trained model, its OnlineBatches, the TensorBoard writer (rank 0) or None, last logged scalars).
+
+    Under torchrun each rank draws its share of the batch from its own seed and DDP averages the gradients,
+    so the global batch and the schedule are those of one process; only rank 0 logs.
+    """
+    from inspect_train.tasks.common import (finish_training, make_optimizer, open_writer, prepare_model,
+                                            sample_grid, seed_everything, train_fixed_steps)
+
+    pool = RealPool(data, base_names_of(part, classes), classes, device)
+    batches = OnlineBatches(
+        pool, generator, batch_size=ctx.local_batch(settings.batch_size), synthetic_ratio=settings.synthetic_ratio,
+        seed=seed + ctx.seed_offset(), device=device, augment_real=settings.augment_real or arm == "classic",
+        real_sampling=settings.real_sampling)
+    seed_everything(seed)  # the same initial weights in every arm (and on every rank; DDP broadcasts rank 0's)
+    model = task.build_model(settings, data, classes).to(device)
+    model = prepare_model(model, ctx, find_unused_parameters=task.find_unused_parameters)
+    steps = settings.steps
+    optimizer, scheduler = make_optimizer(model, steps, task.learning_rate(settings), settings.weight_decay,
+                                          min(settings.warmup_steps, steps // 5))
+    writer = open_writer(log_dir) if ctx.is_main else None
+
+    def on_batch(step: int, batch) -> None:
+        if writer is None or (step % settings.grid_every and step != steps - 1):
+            return
+        real, syn = ~batch.synthetic, batch.synthetic
+        if real.any():
+            writer.add_image("fed/real", sample_grid(batch.images[real], batch.masks[real]), step)
+        if syn.any():
+            writer.add_image("fed/synthetic_with_masks", sample_grid(batch.images[syn], batch.masks[syn]), step)
+
+    last = train_fixed_steps(model, batches, steps, task.step_fn(settings, device), optimizer, scheduler, writer,
+                             desc=f"P{part['partition']} {arm}", log_every=settings.log_every, on_batch=on_batch,
+                             progress=getattr(settings, "progress", True) and ctx.is_main)
+    if not math.isfinite(last.get("loss", math.nan)):
+        raise RuntimeError(f"P{part['partition']} {arm}: the training loss is {last.get('loss')} at the end")
+    return finish_training(model, ctx), batches, writer, last, pool
+
+
+def write_predictions(rows: list[dict], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]) if rows else ["file"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manifest: dict, partition: int,
+                  arms: list[str], make_generator: Callable, seed: int, device, out: Path, ctx,
+                  trained_on: dict) -> dict:
+    """Every arm of one partition: train, evaluate on the test set, save, test against the baseline."""
+    from inspect_train.models.checkpoint import save_model
+    from inspect_train.protocol import get_partition
+    from inspect_train.tasks.common import debug_dump, gather_union
+
+    part = get_partition(manifest, partition)
+    classes = task.class_names(settings, sorted(part["defects"]))
+    tests = make_test_set(data, part, classes)
+    entry: dict[str, Any] = {
+        "partition": partition, "arms": {}, "runs": {}, "tests": {},
+        "real_defects": sum(len(names) for names in base_names_of(part, classes).values()),
+        "test_defects": tests.n_defect, "test_good": len(tests.names) - tests.n_defect,
+    }
+    used: set = set()
+    baseline: Evaluation | None = None
+    for arm in arms:
+        started = time.time()
+        generator = None if arm in REAL_ONLY else make_generator(arm, partition, base_names_of(part, classes))
+        folder = out / f"P{partition}" / arm
+        model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
+                                                       device, out / "tb" / f"P{partition}" / arm, ctx)
+        debug_dump(ctx, model, f"P{partition}-{arm}")
+        used |= gather_union(ctx, set(batches.served_real))
+        if not ctx.is_main:
+            ctx.barrier()  # rank 0 evaluates and saves
+            continue
+        try:
+            evaluation = task.evaluate(model, tests, settings, device)
+            task.log_evaluation(writer, tests, evaluation, settings)
+        finally:
+            writer.close()
+        threshold = task.decision_threshold(model, pool, settings, device)
+        if settings.save_models:
+            save_model(folder / "model.pt", model, architecture=task.architecture(settings, data, classes),
+                       classes=classes, resolution=data.size, channels=data.channels, threshold=threshold,
+                       trained_on={**trained_on, "partition": partition, "arm": arm, "steps": settings.steps,
+                                   "base": base_names_of(part, classes)})
+        write_predictions(task.prediction_rows(tests, evaluation, threshold, settings), folder / "predictions.csv")
+        entry["arms"][arm] = evaluation.metrics
+        entry["runs"][arm] = {
+            "epochs": round(batches.epochs * ctx.world_size, 2),
+            "synthetic_samples_seen": batches.synthetic_seen * ctx.world_size,
+            "final_loss": round(float(last["loss"]), 6),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+            "wall_seconds": round(time.time() - started, 1),
+        }
+        if arm == BASELINE:
+            baseline = evaluation
+        elif baseline is not None:
+            entry["tests"][arm] = task.paired_tests(tests, baseline, evaluation, settings, seed)
+        ctx.barrier()
+    # The audit trail of the protocol: every real image any arm trained on, as (class, file name).
+    entry["real_images_used"] = [list(item) for item in sorted(used)]
+    return entry
+
+
+# ----------------------------------------------------------------------------- the command
+
+
+def run_command(task: Task, args) -> int:
+    """One process, or every rank under `torchrun --nproc_per_node N -m inspect_train <task> ...`."""
+    from inspect_train.distributed import shutdown
+    from inspect_train.tasks.common import start_run
+
+    ctx = start_run(args.device)
+    try:
+        return _run(task, args, ctx)
+    finally:
+        shutdown(ctx)
+
+
+def _check_args(args) -> None:
+    if args.data and not args.category:
+        raise InputError("--data needs --category (a folder under the data root)")
+    if args.category and not args.data:
+        raise InputError("--category needs --data (without --data the toy dataset is used)")
+    if not args.partitions or min(args.partitions) < 1:
+        raise InputError(f"--partitions must be numbers from 1 (got {args.partitions})")
+    if args.epochs is not None and args.epochs <= 0:
+        raise InputError(f"--epochs must be positive (got {args.epochs})")
+
+
+def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: CategoryData, out: Path, args,
+                    manifest_path: Path, device, ctx, say) -> Callable:
+    """make(arm, partition, base_names) -> that arm's generator for the partition's base set.
+
+    DFMGAN generators are trained when missing (stage 1 once, stage 2 per partition and defect type) and cached
+    under --generators (default OUT/generators); the cache refuses generators trained on another base set.
+    """
+    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache
+
+    cache = None
+    if "dfmgan" in arms:
+        preset = {"gan_config": settings.gan_config, "gan_backbone_steps": settings.gan_backbone_steps,
+                  "gan_defect_steps": settings.gan_defect_steps}
+        cache = open_dfmgan_cache(
+            data, preset, Path(args.generators) if args.generators else out / "generators", seed=args.seed,
+            device=device, manifest_path=manifest_path, gan_config=args.gan_config,
+            backbone_steps=args.backbone_steps, defect_steps=args.defect_steps,
+            progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
+    factories = {}
+    for arm in arms:
+        if arm in REAL_ONLY:
+            continue
+        options = dict((settings.generators or {}).get(arm) or {})
+        if arm == "dfmgan":
+            options.setdefault("paired_good", task.paired_good(settings))
+        factories[arm] = generator_factory(arm, data, device, options, cache)
+
+    def make(arm: str, partition: int, base_names: dict[str, list[str]]):
+        return factories[arm](partition, base_names)
+
+    return make
+
+
+def _run(task: Task, args, ctx) -> int:
+    from inspect_train.commands._cmdline import command_line
+    from inspect_train.data.category import load_category
+    from inspect_train.data.images import parse_resolution
+    from inspect_train.data.mvtec import scan_category
+    from inspect_train.protocol import get_partition, manifest_for_run
+    from inspect_train.report import print_summary, run_record, write_results
+    from inspect_train.settings import resolve_settings, write_config
+    from inspect_train.tasks.common import broadcast_object, main_first
+
+    started = time.time()
+    _check_args(args)
+    arms = arms_from(args.aug, not args.no_baseline)
+    preset = args.config or (task.data_preset if args.data else task.toy_preset)
+    settings = resolve_settings(task.settings_class, task.name, preset, args)
+    settings.progress = not args.quiet and ctx.is_main
+    task.check_settings(settings)
+    ctx.local_batch(settings.batch_size)  # fail early when the batch does not divide over the processes
+    if settings.cpu_threads:
+        torch.set_num_threads(int(settings.cpu_threads))
+    size = parse_resolution(settings.resolution)
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out = Path(broadcast_object(ctx, args.out or f"runs/{task.name}-{'-'.join(arms)}-{stamp}"))
+    device = ctx.device
+
+    if args.data:
+        data_root, category = Path(args.data), args.category
+    else:
+        from inspect_train.data.toy import write_toy_dataset
+
+        data_root = Path(main_first(ctx, lambda: write_toy_dataset(out / "toy-data", seed=0), lambda: out / "toy-data"))
+        category = "toy"
+        say(f"no --data: using the toy dataset written to {data_root / category}")
+    index = scan_category(data_root, category)
+    task.class_names(settings, index.defect_types)  # a one-class problem fails before any image is read
+    out.mkdir(parents=True, exist_ok=True)
+    count = max(3, *args.partitions)
+    manifest, manifest_path = main_first(
+        ctx, lambda: manifest_for_run(index, args.manifest, out, count, args.seed),
+        lambda: manifest_for_run(index, args.manifest or str(out / "manifest.json"), out, count, args.seed))
+    for k in args.partitions:
+        get_partition(manifest, k)
+    data = load_category(data_root, category, size=size, index=index)
+    task.check_data(settings, data)
+    if args.epochs is not None:
+        first = get_partition(manifest, args.partitions[0])
+        classes = task.class_names(settings, sorted(first["defects"]))
+        settings.steps = steps_for_epochs(args.epochs, data, first, classes, settings.batch_size)
+
+    run = {"task": task.name, "aug": arms, "data": str(data_root), "category": category,
+           "partitions": list(args.partitions), "seed": args.seed, "manifest": str(manifest_path),
+           "device": str(device), "resolution": list(data.size), "channels": data.channels, "preset": str(preset),
+           **({"processes": ctx.world_size} if ctx.enabled else {})}
+    if ctx.is_main:
+        write_config(settings, out / "config.yaml", run)
+    make = generator_maker(task, settings, arms, data, out, args, manifest_path, device, ctx, say)
+    entries = []
+    trained_on = {"category": category, "data": str(data_root), "manifest": str(manifest_path), "seed": args.seed}
+    for k in args.partitions:
+        say(f"P{k}: training {', '.join(arms)} for {settings.steps} steps each")
+        entries.append(run_partition(task, settings, data, manifest, k, arms, make, args.seed, device, out, ctx,
+                                     trained_on))
+    if not ctx.is_main:
+        return 0  # rank 0 evaluated and writes the results
+    n_synthetic = round(settings.synthetic_ratio * settings.batch_size)
+    schedule = {"steps": settings.steps, "batch_size": settings.batch_size, "synthetic_per_batch": n_synthetic,
+                "real_per_batch": settings.batch_size - n_synthetic,
+                "evaluated": "the last step (fixed schedule, no checkpoint selection)"}
+    config = {**dataclasses.asdict(settings), "run": run}
+    config.pop("progress", None)
+    results = write_results(out, run_record(
+        task=task.name, arms=arms, baseline=BASELINE if BASELINE in arms else None,
+        metrics=task.summary_metrics(settings),
+        headline=task.headline, command=command_line(task.name, args), config=config, manifest=manifest_path,
+        schedule=schedule, partitions=entries, started=started))
+    print_summary(results, out)
+    return 0
