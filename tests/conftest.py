@@ -30,6 +30,7 @@ warmup_steps: 0
 log_every: 1
 grid_every: 2
 save_models: {save_models}
+bootstrap_resamples: 50
 gan_config: dfmgan-tiny
 gan_backbone_steps: 1
 gan_defect_steps: 1

@@ -57,31 +57,31 @@ def test_classify_two_processes_write_once(classify_run, toy_root):
     proc, out, _ = classify_run
     assert proc.stdout.count("results: ") == 1 and proc.stdout.count("P1: training") == 1
     results = read_results(out)
-    assert results["task"] == "classify" and results["aug"] == "crop-paste"
-    assert results["config"]["processes"] == 2 and results["schedule"]["batch_size"] == 8
+    assert results["task"] == "classify" and results["arms"] == ["none", "crop-paste"]
+    assert results["config"]["run"]["processes"] == 2 and results["schedule"]["batch_size"] == 8
     part = results["partitions"][0]
-    for arm in ("baseline", "augmented"):
-        assert 0.0 <= part[arm]["accuracy"] <= 1.0 and part[arm]["n_test"] > 0
+    for arm in ("none", "crop-paste"):
+        assert 0.0 <= part["arms"][arm]["accuracy"] <= 1.0 and part["arms"][arm]["n_test"] > 0
     # The global batch: 3 steps x 8 (4 real + 4 synthetic: 2 + 2 per rank) whatever the process count.
-    assert part["synthetic_samples_seen"] == 3 * 4
+    assert part["runs"]["crop-paste"]["synthetic_samples_seen"] == 3 * 4
     part_split = get_partition(read_manifest(out / "manifest.json"), 1)
     pool = sum(len(v["base"]) for v in part_split["defects"].values())
-    assert part["baseline_epochs"] == round(3 * 8 / pool, 2)
+    assert part["runs"]["none"]["epochs"] == round(3 * 8 / pool, 2)
     used = {tuple(x) for x in part["real_images_used"]}
     assert len(used) > 4  # both ranks' draws, not rank 0's alone
-    assert sorted(p.name for p in (out / "models").iterdir()) == ["baseline-p1.pt", "crop-paste-p1.pt"]
-    assert len(list((out / "tb" / "baseline-p1").glob("events.*"))) == 1
+    assert sorted(p.name for p in (out / "P1").iterdir()) == ["crop-paste", "none"]
+    assert len(list((out / "tb" / "P1" / "none").glob("events.*"))) == 1
 
 
-@pytest.mark.parametrize("arm", ["baseline", "crop-paste"])
+@pytest.mark.parametrize("arm", ["none", "crop-paste"])
 def test_classify_ranks_hold_identical_weights(classify_run, arm):
     _, out, dump = classify_run
-    same_weights(dump, f"{arm}-p1")
-    saved = torch.load(out / "models" / f"{arm}-p1.pt")["state_dict"]
-    rank1 = torch.load(dump / f"{arm}-p1-rank1.pt")
-    assert all(torch.equal(saved[k], rank1[k]) for k in saved)
-    init = torch.load(dump / "baseline-p1-rank0.pt")
-    if arm != "baseline":  # same initial weights, other batches: the arms must have moved apart
+    same_weights(dump, f"P1-{arm}")
+    saved = torch.load(out / "P1" / arm / "model.pt")["state_dict"]  # the timm net's own keys (no "net.")
+    rank1 = torch.load(dump / f"P1-{arm}-rank1.pt")
+    assert all(torch.equal(saved[k], rank1[f"net.{k}"]) for k in saved)
+    init = torch.load(dump / "P1-none-rank0.pt")
+    if arm != "none":  # same initial weights, other batches: the arms must have moved apart
         assert any(not torch.equal(init[k], rank1[k]) for k in init if k.endswith("weight"))
 
 
@@ -92,13 +92,14 @@ def test_segment_two_processes_on_toy(tmp_path):
                      "--batch-size", "8", "--threads", "1", "--quiet", "--device", "cpu", "--out", str(out)],
                     tmp_path, tmp_path / "dump")
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert proc.stdout.count("wrote ") == 1
+    assert proc.stdout.count("results: ") == 1
     results = read_results(out)
-    assert results["task"] == "segment" and results["config"]["processes"] == 2
+    assert results["task"] == "segment" and results["config"]["run"]["processes"] == 2
     part = results["partitions"][0]
-    assert part["synthetic_samples_seen"] == 2 * 4 and 0.0 <= part["augmented"]["pixel_ap"] <= 1.0
-    for arm in ("baseline", "augmented"):
+    assert part["runs"]["perlin"]["synthetic_samples_seen"] == 2 * 4 and 0.0 <= part["arms"]["perlin"]["pixel_ap"] <= 1.0
+    for arm in ("none", "perlin"):
         same_weights(tmp_path / "dump", f"P1-{arm}")
         saved = torch.load(out / "P1" / arm / "model.pt")["state_dict"]
-        assert all(torch.equal(saved[k], v) for k, v in torch.load(tmp_path / "dump" / f"P1-{arm}-rank1.pt").items())
+        rank1 = torch.load(tmp_path / "dump" / f"P1-{arm}-rank1.pt")
+        assert all(torch.equal(saved[k], rank1[f"net.{k}"]) for k in saved)
 

@@ -1,54 +1,63 @@
-"""results.json / report.md: the shared writer and reader used by classify and segment."""
+"""results.json / report.md / summary.png: the shared writer and reader used by every task."""
 
 import json
 
 import pytest
 
 from inspect_train.errors import InputError
-from inspect_train.report import read_results, write_results
+from inspect_train.report import read_results, run_record, write_results
+
+
+def _record(parts, arms=("none", "crop-paste"), metrics=("accuracy",), baseline="none"):
+    return run_record(task="classify", arms=list(arms), baseline=baseline, metrics=list(metrics),
+                      headline=metrics[0], command="inspect-train classify", config={"steps": 10}, manifest=None,
+                      schedule={"steps": 10}, partitions=parts, started=0.0)
 
 
 def _parts():
     return [
-        {"partition": 1, "steps": 10, "baseline": {"accuracy": 0.5, "per_class_accuracy": {"a": 1.0, "b": 0.0}},
-         "augmented": {"accuracy": 0.75, "per_class_accuracy": {"a": 1.0, "b": 0.5}}},
-        {"partition": 2, "baseline": {"accuracy": 0.25}, "augmented": {"accuracy": 0.5}},
-        {"partition": 3, "baseline": {"accuracy": 0.75}, "augmented": {"accuracy": 0.5}},
+        {"partition": 1, "arms": {"none": {"accuracy": 0.5, "per_class_accuracy": {"a": 1.0, "b": 0.0}},
+                                  "crop-paste": {"accuracy": 0.75, "per_class_accuracy": {"a": 1.0, "b": 0.5}}},
+         "tests": {"crop-paste": {"accuracy": {"test": "mcnemar_exact", "p_value": 0.25, "arm_only": 3,
+                                               "baseline_only": 0}}}},
+        {"partition": 2, "arms": {"none": {"accuracy": 0.25}, "crop-paste": {"accuracy": 0.5}}},
+        {"partition": 3, "arms": {"none": {"accuracy": 0.75}, "crop-paste": {"accuracy": 0.5}}},
     ]
 
 
-def test_summary_mean_std_difference(tmp_path):
-    res = write_results(tmp_path, "classify", "crop-paste", "inspect-train classify", {"steps": 10},
-                        tmp_path / "m.json", _parts(), ["accuracy"], extra={"schedule": {"steps": 10}})
+def test_summary_mean_std_difference_and_record(tmp_path):
+    res = write_results(tmp_path, _record(_parts()))
     on_disk = json.loads((tmp_path / "results.json").read_text())
     assert on_disk == res
     s = res["summary"]
-    assert s["baseline"]["accuracy"]["mean"] == pytest.approx(0.5)
-    assert s["baseline"]["accuracy"]["std"] == pytest.approx(0.25)  # sample std of 0.5, 0.25, 0.75
-    assert s["augmented"]["accuracy"]["mean"] == pytest.approx(0.5833333)
-    assert s["difference"]["accuracy"] == pytest.approx(0.0833333)
-    assert res["schedule"] == {"steps": 10}
-    assert read_results(tmp_path)["aug"] == "crop-paste"
+    assert s["arms"]["none"]["accuracy"]["mean"] == pytest.approx(0.5)
+    assert s["arms"]["none"]["accuracy"]["std"] == pytest.approx(0.25)  # sample std of 0.5, 0.25, 0.75
+    assert s["arms"]["crop-paste"]["accuracy"]["mean"] == pytest.approx(0.5833333)
+    diff = s["difference"]["crop-paste"]["accuracy"]
+    assert diff["mean"] == pytest.approx(0.0833333) and diff["std"] == pytest.approx(0.2886751) and diff["n"] == 3
+    assert "none" not in s["difference"]
+    assert {"packages", "git_commit", "started", "finished", "wall_seconds"} <= set(res)
+    assert read_results(tmp_path)["arms"] == ["none", "crop-paste"]
+    assert (tmp_path / "summary.png").stat().st_size > 1000
 
 
-def test_report_rows_and_generic_metrics(tmp_path):
-    parts = [{"partition": k, "baseline": {"pixel_ap": 0.4 + k / 10, "pixel_auroc": 0.9},
-              "augmented": {"pixel_ap": 0.6, "pixel_auroc": 0.95}} for k in (1, 2, 3)]
-    write_results(tmp_path, "segment", "perlin", "cmd", {}, None, parts, ["pixel_ap", "pixel_auroc"])
+def test_report_rows_tests_and_dict_metrics(tmp_path):
+    write_results(tmp_path, _record(_parts()))
     text = (tmp_path / "report.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| P")]
-    assert len(rows) == 6 and rows[0].startswith("| P1 | 0.500 | 0.600 | +0.100 |")
-    assert text.count("| mean ± std |") == 2
-    assert "| mean ± std | 0.600 ± 0.100 | 0.600 ± 0.000 | +0.000 ± 0.100 |" in text
+    assert "| accuracy | P1 | P2 | P3 | mean ± std | difference ± std |" in text
+    assert "| none | 0.500 | 0.250 | 0.750 | 0.500 ± 0.250 | - |" in text
+    assert "| crop-paste | 0.750 | 0.500 | 0.500 | 0.583 ± 0.144 | +0.083 ± 0.289 |" in text
+    assert "| P1 | crop-paste | p = 0.25 (3 vs 0) |" in text
+    assert "| a | 1.000 | 1.000 |" in text and "| b | 0.000 | 0.500 |" in text
 
 
-def test_no_baseline(tmp_path):
-    parts = [{"partition": 1, "baseline": None, "augmented": {"accuracy": 0.9}}]
-    res = write_results(tmp_path, "classify", "perlin", "cmd", {}, None, parts, ["accuracy"])
-    assert res["summary"]["baseline"] is None and res["summary"]["difference"] is None
-    assert res["summary"]["augmented"]["accuracy"] == {"mean": 0.9, "std": 0.0, "n": 1}
+def test_no_baseline_and_a_missing_value(tmp_path):
+    parts = [{"partition": 1, "arms": {"perlin": {"accuracy": 0.9, "auprc": None}}}]
+    res = write_results(tmp_path, _record(parts, arms=("perlin",), metrics=("accuracy", "auprc"), baseline=None))
+    assert res["summary"]["difference"] == {} and "auprc" not in res["summary"]["arms"]["perlin"]
+    assert res["summary"]["arms"]["perlin"]["accuracy"] == {"mean": 0.9, "std": 0.0, "n": 1}
     text = (tmp_path / "report.md").read_text()
-    assert "| P1 | - | 0.900 | - |" in text and "| mean ± std | - | 0.900 (n = 1) | - |" in text
+    assert "| perlin | 0.900 | 0.900 (n = 1) |" in text and "| perlin | - | - |" in text
 
 
 def test_read_results_rejects_bad_files(tmp_path):

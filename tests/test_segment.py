@@ -22,21 +22,24 @@ def _run(tmp_path, toy_root, *extra, name="run"):
 
 def _check_results(out, aug):
     results = json.loads((out / "results.json").read_text())
-    assert results["task"] == "segment" and results["aug"] == aug
-    assert results["metrics"] == list(METRIC_KEYS)
+    assert results["task"] == "segment" and results["arms"] == ["none", aug]
+    assert results["metrics"] == list(METRIC_KEYS) and results["headline"] == "pixel_ap"
     assert results["schedule"]["steps"] > 0
-    assert (out / "report.md").read_text().count("| P1 |") == len(METRIC_KEYS)
+    assert (out / "report.md").read_text().count(f"| {aug} |") == len(METRIC_KEYS) + 1  # + the tests table row
     part = results["partitions"][0]
     assert part["partition"] == 1
-    for arm in ("baseline", "augmented"):
-        assert set(part[arm]) == set(METRIC_KEYS)
-        for key, value in part[arm].items():
+    for arm in ("none", aug):
+        assert set(part["arms"][arm]) == set(METRIC_KEYS)
+        for key, value in part["arms"][arm].items():
             assert 0.0 <= value <= 1.0, (arm, key, value)
-        assert set(results["summary"][arm]) == set(METRIC_KEYS)
-        assert (out / "P1" / arm / "model.pt").is_file()
+        assert set(results["summary"]["arms"][arm]) == set(METRIC_KEYS)
+        assert (out / "P1" / arm / "model.pt").is_file() and (out / "P1" / arm / "predictions.csv").is_file()
         assert list((out / "tb" / "P1" / arm).glob("events.out.tfevents.*"))
-    assert set(results["summary"]["difference"]) == set(METRIC_KEYS)
-    assert part["synthetic_samples_seen"] == results["schedule"]["steps"] * 8  # half of a batch of 16
+    assert set(results["summary"]["difference"][aug]) == set(METRIC_KEYS)
+    for key, test in part["tests"][aug].items():  # paired bootstrap against real-only on the same images
+        assert test["test"] == "paired_bootstrap" and test["low"] <= test["high"], key
+        assert test["difference"] == pytest.approx(part["arms"][aug][key] - part["arms"]["none"][key], abs=1e-6)
+    assert part["runs"][aug]["synthetic_samples_seen"] == results["schedule"]["steps"] * 8  # half of a batch of 16
     # Protocol: no test image of the partition was ever trained on.
     manifest = json.loads((out / "manifest.json").read_text())
     test_names = {(t, n) for t, split in manifest["partitions"][0]["defects"].items() for n in split["test"]}
@@ -56,16 +59,16 @@ def test_unet_learns_the_toy_defects(tmp_path, toy_root):
     code, out = _run(tmp_path, toy_root, "--model", "unet", "--aug", "crop-paste", "--steps", "40")
     assert code == 0
     part = _check_results(out, "crop-paste")["partitions"][0]
-    for arm in ("baseline", "augmented"):  # chance is 0.5; the toy defects are plain to see
-        assert part[arm]["pixel_auroc"] > 0.85, part[arm]
-        assert part[arm]["pixel_ap"] > 0.3, part[arm]
+    for arm in ("none", "crop-paste"):  # chance is 0.5; the toy defects are plain to see
+        assert part["arms"][arm]["pixel_auroc"] > 0.85, part["arms"][arm]
+        assert part["arms"][arm]["pixel_ap"] > 0.3, part["arms"][arm]
 
 
 def test_same_seed_same_numbers(tmp_path, toy_root):
     runs = [_run(tmp_path, toy_root, "--model", "draem", "--aug", "cut-paste", "--steps", "5", name=f"r{i}")
             for i in range(2)]
     first, second = (json.loads((out / "results.json").read_text())["partitions"][0] for _, out in runs)
-    assert first["baseline"] == second["baseline"] and first["augmented"] == second["augmented"]
+    assert first["arms"] == second["arms"] and first["tests"] == second["tests"]
 
 
 def test_no_data_runs_on_toy_with_baseline_only(tmp_path):
@@ -75,9 +78,9 @@ def test_no_data_runs_on_toy_with_baseline_only(tmp_path):
     assert code == 0
     results = json.loads((out / "results.json").read_text())
     assert (out / "toy-data" / "toy" / "train" / "good").is_dir()
-    assert results["config"]["resolution"] == [32, 32] and results["config"]["name"] == "segment-tiny"
+    assert results["config"]["run"]["resolution"] == [32, 32] and results["config"]["run"]["preset"] == "segment-tiny"
     part = results["partitions"][0]
-    assert part["partition"] == 2 and part["augmented"] is None and set(part["baseline"]) == set(METRIC_KEYS)
+    assert part["partition"] == 2 and list(part["arms"]) == ["none"] and set(part["arms"]["none"]) == set(METRIC_KEYS)
 
 
 @pytest.mark.parametrize(
@@ -85,10 +88,11 @@ def test_no_data_runs_on_toy_with_baseline_only(tmp_path):
     [
         (["--data", "/nonexistent/folder", "--category", "toy"], "data folder not found"),
         (["--resolution", "30"], "multiple of 8"),
-        (["--aug", "none", "--no-baseline"], "nothing to train"),
+        (["--aug", "none", "--no-baseline"], "cannot go with --no-baseline"),
+        (["--model", "segformer"], "unknown segmenter"),
         (["--weights", "/nonexistent/w.pt"], "weights file not found"),
         (["--config", "segment-nope"], "segment config not found"),
-        (["--steps", "0"], "steps must be at least 1"),
+        (["--steps", "0"], "steps must be a positive integer"),
     ],
 )
 def test_bad_input_exits_2(tmp_path, toy_root, capsys, extra, message):
@@ -102,21 +106,31 @@ def test_bad_input_exits_2(tmp_path, toy_root, capsys, extra, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-def test_old_preset_key_is_named(tmp_path, toy_root, capsys):
-    """A preset that still says dfmgan_config (now gan_config, as in classify) is refused, not silently ignored."""
+@pytest.mark.parametrize("old,new", [("gan_config", "dfmgan_config"), ("generators", "generator_options")])
+def test_old_preset_key_is_named(tmp_path, toy_root, capsys, old, new):
+    """A preset that still uses an old key name is refused by name, not silently ignored."""
     preset = tmp_path / "old.yaml"
     text = (Path(__file__).resolve().parents[1] / "configs" / "segment-tiny.yaml").read_text()
-    preset.write_text(text.replace("gan_config:", "dfmgan_config:", 1))
+    preset.write_text(text.replace(f"{old}:", f"{new}:", 1))
     code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", str(preset), "--aug", "dfmgan",
                  "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "'dfmgan_config' is now 'gan_config'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and f"'{new}' is now '{old}'" in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_preset_key_is_named(tmp_path, toy_root, capsys):
+    preset = tmp_path / "typo.yaml"
+    preset.write_text("steps: 3\nbatchsize: 8\n")
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", str(preset), "--out",
+                 str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "unknown key(s) batchsize" in err
 
 
 def test_bad_weights_file_is_one_line(tmp_path, toy_root, capsys):
     junk = tmp_path / "junk.pt"
     torch.save({"fc.weight": torch.zeros(3, 3)}, junk)
-    code, _ = _run(tmp_path, toy_root, "--model", "unet", "--weights", str(junk), "--steps", "1")
+    code, _ = _run(tmp_path, toy_root, "--model", "unet", "--weights", str(junk), "--steps", "1", "--aug", "none")
     assert code == 2 and "no tensor matches the encoder" in capsys.readouterr().err
 
 
@@ -157,19 +171,25 @@ def test_dfmgan_generators_are_trained_and_cached(tmp_path, toy_root):
     assert sorted(index["defects"]["p1"]) == ["hole", "scratch", "stain"]
     results = json.loads((out / "results.json").read_text())
     part = results["partitions"][0]
-    assert part["baseline"] is None and set(part["augmented"]) == set(METRIC_KEYS)
-    assert part["synthetic_samples_seen"] == 3 * 8
+    assert list(part["arms"]) == ["dfmgan"] and set(part["arms"]["dfmgan"]) == set(METRIC_KEYS)
+    assert part["runs"]["dfmgan"]["synthetic_samples_seen"] == 3 * 8
     stamp = (gens / index["defects"]["p1"]["hole"]["checkpoint"]).stat().st_mtime
     code, _ = _run(tmp_path, toy_root, *extra, name="again")
     assert code == 0 and (gens / index["defects"]["p1"]["hole"]["checkpoint"]).stat().st_mtime == stamp
 
 
-def test_cli_choices_match_the_task():
-    from inspect_train.commands import segment as command
-    from inspect_train.models.segmenters import MODELS
-    from inspect_train.tasks.segment import AUGS
+def test_classify_and_segment_take_the_same_flags():
+    """One task shape: the same flags with the same meaning; each task adds only its own (--with-good, --encoder)."""
+    from inspect_train.cli import build_parser
 
-    assert command.AUGS == AUGS and command.MODELS == MODELS
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    flags = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("classify", "segment")}
+    assert flags["classify"] - flags["segment"] == {"--with-good"}
+    assert flags["segment"] - flags["classify"] == {"--encoder"}
+    for name in ("classify", "segment"):
+        aug = next(a for a in commands[name]._actions if "--aug" in a.option_strings)
+        assert aug.default == ["crop-paste"] and aug.nargs == "+"
 
 
 def test_paper_scale_gan_on_cpu_gets_a_hint(toy_root):

@@ -119,7 +119,7 @@ def run_predict(args) -> int:
     import torch
     from PIL import Image
 
-    from inspect_train.distributed import resolve_device
+    from inspect_train.tasks.common import choose_device
     from inspect_train.metrics.segmentation import image_scores
     from inspect_train.models.checkpoint import load_model
     from inspect_train.progress import progress_bar
@@ -127,7 +127,7 @@ def run_predict(args) -> int:
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     paths = find_images(args.images)
-    device = resolve_device(args.device)
+    device = choose_device(args.device)
     model, meta = load_model(args.model, device)
     task = meta["task"]
     if task not in ("classify", "segment"):
