@@ -136,3 +136,30 @@ def test_cli_subprocess_reports_missing_checkpoint(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "checkpoint not found" in proc.stderr
+
+
+def _scalar_tags(folder) -> set[str]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in sorted(folder.rglob("events.out.tfevents*")):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    return tags
+
+
+def test_every_loss_term_reaches_tensorboard_in_both_stages(toy, tiny, tmp_path):
+    """At the shipped tiny config lazy R1 runs before steps 0, 4, 8 and logging happens after steps 10, 20...:
+    the two never meet, so R1 must be logged from its last computed value."""
+    for stage in ("stage1", "stage2"):  # the case that lost R1: no step both computes and logs it
+        every, r1 = tiny[stage]["log_every"], tiny[stage]["r1_interval"]
+        assert not any((s + 1) % every == 0 for s in range(0, 10 * every, r1))
+    steps = tiny["stage1"]["log_every"]
+    backbone = fit_backbone(toy.train_good.images[:16], tiny, tmp_path / "s1", steps=steps, progress=False)
+    assert _scalar_tags(tmp_path / "s1" / "tb") >= {f"stage1/loss_{k}" for k in ("G", "D", "R1")}
+    images, masks = _hole(toy)
+    fit_defect(backbone, images, masks, "hole", tmp_path / "s2", config=tiny, steps=tiny["stage2"]["log_every"],
+               progress=False)
+    stage2 = {"G", "G_adv", "G_match", "mode_seek", "D", "D_match", "R1", "R1_match"}
+    assert _scalar_tags(tmp_path / "s2" / "tb") >= {f"stage2/{k}" for k in stage2}

@@ -1,10 +1,13 @@
-"""`inspect-train evaluate-gen` end to end on toy data, with randomly initialised feature networks."""
+"""`inspect-train evaluate-gen` end to end on the toy data: classic generators, DFMGAN from a generators
+folder, a folder of generated images, KID/LPIPS only when weights exist, the protocol (no test image is
+read) and bad input -> one line, exit 2."""
 
 from __future__ import annotations
 
 import csv
 import json
 import shutil
+import time
 
 import pytest
 
@@ -12,183 +15,180 @@ from inspect_train.cli import main
 from inspect_train.data.mvtec import scan_category
 from inspect_train.protocol import make_manifest, write_json_atomic
 
-FAST = ["--kid-subsets", "5", "--batch", "16", "--random-features"]
+
+@pytest.fixture(autouse=True)
+def no_weights(tmp_path_factory, monkeypatch):
+    """An empty torch hub cache, so KID/LPIPS are skipped unless a test asks for them."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path_factory.getbasetemp() / "empty-torch-home"))
 
 
-@pytest.fixture(scope="session")
-def small_root(toy_root, tmp_path_factory):
-    """The toy category cut to 6 images per defect type: Inception runs at 299x299 whatever the size, so fewer is faster."""
-    root = tmp_path_factory.mktemp("small-toy")
+def run_cli(*args) -> int:
+    return main(["evaluate-gen", *map(str, args)])
+
+
+@pytest.fixture(scope="module")
+def split(toy_root, tmp_path_factory):
+    """The toy split made like `data split` (3 partitions, seed 0), written as a manifest file."""
+    manifest = make_manifest(scan_category(toy_root, "toy"), partitions=3, seed=0)
+    return manifest, write_json_atomic(manifest, tmp_path_factory.mktemp("manifest") / "manifest.json")
+
+
+@pytest.fixture(scope="module")
+def generators_dir(toy_root, split, tmp_path_factory):
+    """A generators folder as classify/segment write it (index.json + checkpoints), for P1 'hole' only:
+    the same DFMGANCache code, 1 step per stage at dfmgan-tiny (32x32)."""
+    from generators.dfmgan.api import load_config
+    from inspect_train.data.category import load_category
+    from inspect_train.tasks.generators import DFMGANCache
+
+    manifest, path = split
+    folder = tmp_path_factory.mktemp("gens") / "generators"
+    data = load_category(toy_root, "toy", size=(32, 32))
+    cache = DFMGANCache(folder, load_config("dfmgan-tiny"), data, backbone_steps=1, defect_steps=1, progress=False,
+                        manifest_path=str(path), say=lambda message: None)
+    cache.checkpoints(1, {"hole": manifest["partitions"][0]["defects"]["hole"]["base"]})
+    return folder
+
+
+def test_classic_generators_write_tables_sheets_and_tensorboard(toy_root, tmp_path, capsys):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    out = tmp_path / "eval"
+    started = time.time()
+    assert run_cli("--aug", "crop-paste", "perlin", "--data", toy_root, "--category", "toy", "--partition", 1,
+                   "--n", 16, "--resolution", 32, "--out", out) == 0
+    seconds = time.time() - started
+    printed = capsys.readouterr().out
+    assert "skipped KID" in printed and "clustered LPIPS" in printed  # no weights here: one note, not an error
+    results = json.loads((out / "results.json").read_text())
+    manifest = json.loads((out / "manifest.json").read_text())  # made like `data split` and kept
+    assert results["kid_lpips"]["computed"] is False and "Inception" in results["kid_lpips"]["why"]
+    assert results["resolution"] == [32, 32] and results["partition"] == 1
+    assert list(results["defects"]) == ["hole", "scratch", "stain"]
+    for defect, entry in results["defects"].items():
+        assert entry["base_images"] == manifest["partitions"][0]["defects"][defect]["base"]
+        assert [r["source"] for r in entry["rows"]] == ["real base set", "crop-paste", "perlin"]
+        real, *generated = entry["rows"]
+        assert real["n"] == 6 and real["mask_distance"]["value"] == 0
+        for row in generated:
+            assert row["n"] == 16 and 0 <= row["two_sample"]["accuracy"] <= 1 and row["two_sample"]["std"] >= 0
+            assert row["mask_distance"]["value"] >= 0 and row["diversity"] > 0
+            assert set(row["mask"]) >= {"area_median", "area_q10", "area_q90", "components_mean", "border_fraction",
+                                        "elongation_median", "orientation_abs_median_deg", "centroid_spread"}
+        assert (out / entry["sheet"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    assert report.count("| real base set |") == 3 and report.count("| perlin |") == 3
+    assert "![hole](sheet_hole.png)" in report
+    events = EventAccumulator(str(out / "tb"))
+    events.Reload()
+    assert "evaluate_gen/hole/contact_sheet" in events.Tags()["images"]
+    assert "evaluate_gen/hole/perlin/real_vs_generated_accuracy" in events.Tags()["scalars"]
+    print(f"toy evaluate-gen, crop-paste + perlin, 3 defect types, n 16: {seconds:.1f} s")
+    assert seconds < 60
+
+
+def test_dfmgan_from_a_generators_folder_reads_no_test_image(toy_root, split, generators_dir, tmp_path, monkeypatch):
+    import inspect_train.data.images as images
+
+    manifest, manifest_path = split
+    read = []
+    original = images.read_image_array
+    monkeypatch.setattr(images, "read_image_array", lambda path: read.append(str(path)) or original(path))
+    out = tmp_path / "eval"
+    assert run_cli("--aug", "crop-paste", "dfmgan", "--data", toy_root, "--category", "toy", "--partition", 1,
+                   "--defect", "hole", "--generators", generators_dir, "--manifest", manifest_path, "--n", 8,
+                   "--out", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["resolution"] == [32, 32]  # the DFMGAN generators' resolution
+    rows = results["defects"]["hole"]["rows"]
+    assert [r["source"] for r in rows] == ["real base set", "crop-paste", "dfmgan"] and rows[2]["n"] == 8
+    dfmgan = next(s for s in results["sources"] if s["name"] == "dfmgan")
+    assert dfmgan["checkpoints"]["hole"].endswith("defect_hole.pt")
+    # The protocol: the partition's test images (every defect type) and test/good are never read.
     index = scan_category(toy_root, "toy")
-    folder = root / "toy"
-    for sub, paths in (("train/good", index.train_good[:24]), ("test/good", index.test_good[:4])):
-        (folder / sub).mkdir(parents=True)
-        for path in paths:
-            shutil.copy(path, folder / sub / path.name)
-    for defect, items in index.defects.items():
-        (folder / "test" / defect).mkdir(parents=True)
-        (folder / "ground_truth" / defect).mkdir(parents=True)
-        for item in items[:6]:
-            shutil.copy(item.image, folder / "test" / defect / item.image.name)
-            shutil.copy(item.mask, folder / "ground_truth" / defect / item.mask.name)
-    return root
+    part = manifest["partitions"][0]["defects"]
+    test_paths = {str(item.image) for d, items in index.defects.items() for item in items if item.name in part[d]["test"]}
+    test_paths |= {str(p) for p in index.test_good}
+    base_paths = {str(item.image) for item in index.defects["hole"] if item.name in part["hole"]["base"]}
+    assert read and base_paths <= set(read) and not test_paths & set(read)
+    assert not any("/test/scratch/" in p or "/test/stain/" in p for p in read)  # types not scored: not read either
 
 
-@pytest.fixture(scope="session")
-def generated_folder(toy_root, tmp_path_factory):
-    """A folder laid out like `inspect-train generate` output: images/, masks/, goods/, index.csv.
-
-    The 'generated' images are real toy `stain` images, listed as defect type `hole`
-    (12 rows) and `scratch` (4 rows), so the index filter has something to drop.
-    """
-    out = tmp_path_factory.mktemp("generated")
+def test_a_generated_folder_is_scored_with_its_masks(toy_root, tmp_path):
+    """A folder laid out like `generate` output (images/, masks/, index.csv with a defect_type column)."""
+    folder = tmp_path / "synth"
     index = scan_category(toy_root, "toy")
     rows = []
-    for i, item in enumerate(index.defects["stain"][:16]):
-        name = f"{i:06d}.png"
-        for sub, src in (("images", item.image), ("masks", item.mask), ("goods", index.train_good[i])):
-            (out / sub).mkdir(exist_ok=True)
-            shutil.copy(src, out / sub / name)
-        rows.append({"image": f"images/{name}", "mask": f"masks/{name}", "good": f"goods/{name}",
-                     "defect_type": "hole" if i < 12 else "scratch"})
-    with open(out / "index.csv", "w", newline="") as handle:
+    for i, item in enumerate(index.defects["stain"][:5]):
+        for sub, src in (("images", item.image), ("masks", item.mask)):
+            (folder / sub).mkdir(parents=True, exist_ok=True)
+            shutil.copy(src, folder / sub / f"{i}.png")
+        rows.append({"image": f"images/{i}.png", "mask": f"masks/{i}.png", "defect_type": "stain" if i < 4 else "hole"})
+    with open(folder / "index.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return out
-
-
-def run_cli(args: list[str]) -> int:
-    return main(["evaluate-gen", *args])
-
-
-def test_folder_end_to_end_records_everything(small_root, generated_folder, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert run_cli(["--generated", str(generated_folder), "--data", str(small_root), "--category", "toy",
-                    "--defect", "hole", "--n-kid", "8", "--n-lpips", "6", "--out", str(out), *FAST]) == 0
-    printed = capsys.readouterr().out
-    assert "KID x1e3 =" in printed and "RANDOM FEATURES" in printed
-
-    run = json.loads((out / "results.json").read_text())["runs"][0]
-    assert run["random_features"] is True
-    assert run["kid"]["weights"].startswith("random-init")
-    assert run["generated"]["kind"] == "folder" and run["generated"]["picked"] == "index index.csv"
-    assert run["generated"]["available"] == 12  # only the rows of type 'hole', no masks or goods
-    assert run["real"]["set"] == "all" and run["real"]["n"] == 6 and run["real"]["partition"] is None
-    assert run["kid"]["n_generated"] == 8 and run["kid"]["subset_size"] == 6  # min(1000, 6 real, 8 generated)
-    assert run["kid"]["x1e3_mean"] == pytest.approx(run["kid"]["mean"] * 1e3)
-    lpips = run["clustered_lpips"]
-    assert lpips["n_generated"] == 6 and sum(lpips["cluster_sizes"]) == 6 and len(lpips["cluster_sizes"]) == 6
-    assert lpips["value"] > 0
-
-    report = (out / "report.md").read_text()
-    assert report.count("| when (UTC) |") == 1 and report.count("RANDOM (test only)") == 1
-    assert any(p.name.startswith("events.out.tfevents") for p in (out / "tb").iterdir())
-
-
-def test_partition_base_part_and_exact_repeats(small_root, generated_folder, tmp_path):
-    out = tmp_path / "eval"
-    manifest = make_manifest(scan_category(small_root, "toy"), partitions=3, seed=5)
-    write_json_atomic(manifest, tmp_path / "manifest.json")
-    args = ["--generated", str(generated_folder), "--data", str(small_root), "--category", "toy", "--defect", "hole",
-            "--manifest", str(tmp_path / "manifest.json"), "--partition", "2", "--real-set", "base",
-            "--n-kid", "4", "--n-lpips", "4", "--out", str(out), *FAST]
-    assert run_cli(args) == 0
-    assert run_cli(args) == 0
+    assert run_cli("--images", folder, "--data", toy_root, "--category", "toy", "--partition", 1,
+                   "--defect", "stain", "--n", 16, "--out", out) == 0
     results = json.loads((out / "results.json").read_text())
-    first, second = results["runs"]
-    split = manifest["partitions"][1]["defects"]["hole"]
-    assert first["real"]["set"] == "base" and first["real"]["partition"] == 2
-    assert first["real"]["names"] == split["base"] and first["real"]["n"] == len(split["base"])
-    assert first["real"]["manifest"] == str((tmp_path / "manifest.json").resolve())
-    for metric, key in (("kid", "x1e3_mean"), ("kid", "x1e3_std"), ("clustered_lpips", "value")):
-        assert first[metric][key] == second[metric][key]
-    assert (out / "report.md").read_text().count("| when (UTC) |") == 1
+    row = results["defects"]["stain"]["rows"][1]
+    assert row["source"] == "images: synth" and row["n"] == 4 and results["resolution"] == [64, 64]
+    assert any("only 4 'stain' images" in w for w in results["warnings"])
 
 
-@pytest.fixture(scope="session")
-def hole_checkpoint(small_root, tmp_path_factory):
-    """An untrained (0-step) tiny DFMGAN stage-2 checkpoint that records partition 1 of a manifest."""
-    from generators.dfmgan.api import fit_backbone, fit_defect, load_config
-    from inspect_train.data.category import load_category
-
-    work = tmp_path_factory.mktemp("dfmgan")
-    toy = load_category(small_root, "toy", size=(32, 32))
-    manifest = make_manifest(toy.index, partitions=3, seed=0)
-    manifest_path = write_json_atomic(manifest, work / "manifest.json")
-    base = manifest["partitions"][0]["defects"]["hole"]["base"]
-    hole = toy.defects["hole"].select(base)
-    backbone = fit_backbone(toy.train_good.images[:8], load_config("dfmgan-tiny"), work / "bb", steps=0, progress=False)
-    return fit_defect(backbone, hole.images, hole.masks, "hole", work / "hole", steps=0, progress=False,
-                      extra={"manifest": str(manifest_path), "partition": 1, "category": "toy"}), manifest
-
-
-def test_checkpoint_is_sampled_on_the_fly(small_root, hole_checkpoint, tmp_path):
-    checkpoint, manifest = hole_checkpoint
+def test_kid_and_lpips_still_run_when_their_networks_are_there(toy_root, tmp_path, capsys):
     out = tmp_path / "eval"
-    assert run_cli(["--generated", str(checkpoint), "--data", str(small_root), "--category", "toy", "--defect", "hole",
-                    "--n-kid", "4", "--n-lpips", "4", "--out", str(out), *FAST]) == 0
-    run = json.loads((out / "results.json").read_text())["runs"][0]
-    assert run["generated"]["kind"] == "dfmgan-checkpoint"
-    assert run["generated"]["checkpoint_info"]["partition"] == 1
-    assert run["kid"]["n_generated"] == 4 and run["clustered_lpips"]["n_generated"] == 4
-    # the checkpoint names partition 1 and its manifest: scored against that partition's unseen test part
-    assert run["real"]["set"] == "test" and run["real"]["partition"] == 1
-    assert run["real"]["names"] == manifest["partitions"][0]["defects"]["hole"]["test"]
-    assert run["real"]["resized_to"] == [32, 32]
-
-    assert run_cli(["--generated", str(checkpoint), "--data", str(small_root), "--category", "toy", "--defect", "stain",
-                    "--out", str(tmp_path / "other"), *FAST]) == 2
+    assert run_cli("--aug", "crop-paste", "--data", toy_root, "--category", "toy", "--partition", 1, "--defect", "hole",
+                   "--n", 4, "--resolution", 32, "--kid-subsets", 3, "--random-features", "--out", out) == 0
+    assert "skipped" not in capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())
+    row = results["defects"]["hole"]["rows"][1]
+    assert results["kid_lpips"] == {"computed": True, "why": None, "random_features": True}
+    assert row["kid"]["n_generated"] == 4 and row["kid"]["n_real"] == 6 and row["kid"]["weights"].startswith("random")
+    assert row["clustered_lpips"]["n_generated"] == 4 and len(row["clustered_lpips"]["cluster_sizes"]) == 6
+    assert "KID x1e3" in (out / "report.md").read_text()
 
 
-def test_classic_generator_is_built_from_the_partition_base_set(small_root, tmp_path):
-    out = tmp_path / "eval"
-    assert run_cli(["--generated", "crop-paste", "--data", str(small_root), "--category", "toy", "--defect", "stain",
-                    "--partition", "3", "--real-set", "base", "--resolution", "32", "--n-kid", "4", "--n-lpips", "4",
-                    "--out", str(out),
-                    *FAST]) == 0
-    run = json.loads((out / "results.json").read_text())["runs"][0]
-    manifest = json.loads((out / "manifest.json").read_text())  # made like `data split` (3 partitions, seed 0)
-    split = manifest["partitions"][2]["defects"]["stain"]
-    assert run["generated"]["kind"] == "crop-paste" and run["generated"]["resolution"] == [32, 32]
-    assert run["real"]["set"] == "base" and run["real"]["names"] == split["base"]
-    assert run_cli(["--generated", "perlin", "--data", str(small_root), "--category", "toy", "--defect", "stain",
-                    "--out", str(tmp_path / "no-partition"), *FAST]) == 2
+def _other_base_manifest(toy_root, reference: dict, tmp_path):
+    """A manifest whose P1 'hole' base set differs from the one the generators were trained on."""
+    trained = reference["partitions"][0]["defects"]["hole"]["base"]
+    for seed in range(1, 50):
+        manifest = make_manifest(scan_category(toy_root, "toy"), partitions=1, seed=seed)
+        if manifest["partitions"][0]["defects"]["hole"]["base"] != trained:
+            return write_json_atomic(manifest, tmp_path / "other.json")
+    raise AssertionError("no other split found")
 
 
-def test_missing_weights_exit_2_with_one_line(small_root, generated_folder, tmp_path, monkeypatch, capsys):
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-torch-home"))
-    out = tmp_path / "eval"
-    code = run_cli(["--generated", str(generated_folder), "--data", str(small_root), "--category", "toy",
-                    "--defect", "hole", "--out", str(out)])
-    err = capsys.readouterr().err.strip()
-    assert code == 2
-    assert len(err.splitlines()) == 1
-    assert "weights-inception-2015-12-05-6726825d.pth" in err and str(tmp_path / "empty-torch-home") in err
-    assert not (out / "results.json").exists()
-
-
-@pytest.mark.parametrize("change, message", [
-    (["--defect", "dent"], "no defect type 'dent'"),
-    (["--generated", "/no/such/folder"], "is neither a folder, a checkpoint file nor one of crop-paste"),
-    (["--real-set", "test"], "needs --partition"),
-    (["--n-kid", "0"], "--n-kid must be at least 1"),
+@pytest.mark.parametrize("case, message", [
+    ("unknown-defect", "no defect type 'dent'"),
+    ("partition-not-in-manifest", "partition 5 is not in the manifest"),
+    ("dfmgan-without-generators", "--aug dfmgan needs --generators DIR"),
+    ("index-lacks-partition", "no generators for partition 2"),
+    ("another-base-set", "trained on another base set"),
+    ("old-flag", "--generated is gone"),
+    ("unknown-aug", "--aug nosuch: not a generator"),
+    ("missing-weights-file", "Inception-v3 (KID) weights file not found"),
+    ("nothing-to-score", "nothing to score"),
 ])
-def test_bad_input_is_one_line_and_exit_2(small_root, generated_folder, tmp_path, capsys, change, message):
-    args = {"--generated": str(generated_folder), "--data": str(small_root), "--category": "toy", "--defect": "hole",
-            "--out": str(tmp_path / "eval")}
-    for flag, value in zip(change[::2], change[1::2]):
-        args[flag] = value
-    code = run_cli([x for kv in args.items() for x in kv] + FAST)
+def test_bad_input_is_one_line_and_exit_2(toy_root, split, generators_dir, tmp_path, capsys, case, message):
+    manifest, manifest_path = split
+    base = ["--data", toy_root, "--category", "toy", "--out", tmp_path / "eval", "--n", 4, "--resolution", 32]
+    args = {
+        "unknown-defect": ["--aug", "crop-paste", "--partition", 1, "--defect", "dent"],
+        "partition-not-in-manifest": ["--aug", "crop-paste", "--partition", 5, "--manifest", manifest_path],
+        "dfmgan-without-generators": ["--aug", "dfmgan", "--partition", 1],
+        "index-lacks-partition": ["--aug", "dfmgan", "--partition", 2, "--defect", "hole", "--generators", generators_dir,
+                                  "--manifest", manifest_path],
+        "another-base-set": ["--aug", "dfmgan", "--partition", 1, "--defect", "hole", "--generators", generators_dir,
+                             "--manifest", _other_base_manifest(toy_root, manifest, tmp_path)],
+        "old-flag": ["--generated", "crop-paste", "--partition", 1],
+        "unknown-aug": ["--aug", "nosuch", "--partition", 1],
+        "missing-weights-file": ["--aug", "crop-paste", "--partition", 1, "--defect", "hole",
+                                 "--inception-weights", tmp_path / "none.pth"],
+        "nothing-to-score": ["--partition", 1],
+    }[case]
+    code = run_cli(*base, *args)
     err = capsys.readouterr().err.strip()
-    assert code == 2 and message in err and len(err.splitlines()) == 1
-
-
-def test_a_generate_folder_tells_its_partition(tmp_path):
-    from inspect_train.commands.evaluate_gen import generate_info
-
-    (tmp_path / "generate.json").write_text(json.dumps({"info": {"hole": {"partition": 2, "manifest": "m.json"}}}))
-    assert generate_info(tmp_path, "hole") == {"partition": 2, "manifest": "m.json"}
-    assert generate_info(tmp_path, "stain") == {}
-    (tmp_path / "generate.json").write_text("not json")
-    assert generate_info(tmp_path, "hole") == {}
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "eval" / "results.json").exists()

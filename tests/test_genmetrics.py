@@ -237,3 +237,48 @@ def test_generated_images_by_index_glob_or_names(tmp_path):
     assert [p.relative_to(indexed).as_posix() for p in paths] == ["images/1.png"] and how == "index index.csv"
     with pytest.raises(InputError, match="no sample of defect type 'cut'.*crack, hole"):
         generated_image_paths(indexed, "cut")
+
+
+def test_generated_masks_come_from_the_index_or_beside_the_images(tmp_path):
+    from inspect_train.genmetrics.sources import generated_pairs
+
+    indexed = tmp_path / "indexed"
+    for name in ("images/0.png", "masks/m0.png"):
+        _png(indexed / name)
+    (indexed / "index.csv").write_text("image,mask,defect_type\nimages/0.png,masks/m0.png,crack\n")
+    images, masks, _ = generated_pairs(indexed, "crack")
+    assert [m.relative_to(indexed).as_posix() for m in masks] == ["masks/m0.png"]
+
+    plain = tmp_path / "plain"
+    for name in ("images/a.png", "masks/a.png", "b.png", "b_mask.png"):
+        _png(plain / name)
+    images, masks, _ = generated_pairs(plain, "crack")  # masks and masks/ are not taken for images
+    pairs = {i.relative_to(plain).as_posix(): m.relative_to(plain).as_posix() for i, m in zip(images, masks)}
+    assert pairs == {"images/a.png": "masks/a.png", "b.png": "b_mask.png"}
+    _png(plain / "c.png")
+    with pytest.raises(InputError, match="c.png: no mask found"):
+        generated_pairs(plain, "crack")
+
+
+def test_kid_and_lpips_are_skipped_in_one_line_without_weights(empty_torch_home):
+    from inspect_train.genmetrics.evaluate import metric_networks
+
+    inception, embedder, note = metric_networks(
+        inception_weights=None, lpips_backbone_weights=None, lpips_lin_weights=None, lpips_net="alex",
+        random_features=False, size=(64, 64), seed=0, device="cpu", batch=8)
+    assert inception is None and embedder is None and "\n" not in note
+    assert "weights-inception-2015-12-05-6726825d.pth" in note and "alexnet-owt-7be5be79.pth" in note
+    with pytest.raises(InputError, match="none.pth"):
+        metric_networks(inception_weights="/none.pth", lpips_backbone_weights=None, lpips_lin_weights=None,
+                        lpips_net="alex", random_features=False, size=(64, 64), seed=0, device="cpu", batch=8)
+
+
+def test_weight_file_names_match_the_libraries():
+    """evaluate-gen looks for these names without importing torch-fidelity or building the LPIPS nets."""
+    from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3
+
+    from inspect_train.genmetrics.lpips_net import BACKBONES
+    from inspect_train.genmetrics.weights import INCEPTION_URL, LPIPS_BACKBONE_URLS
+
+    assert INCEPTION_URL == URL_INCEPTION_V3
+    assert LPIPS_BACKBONE_URLS == {name: weights.url for name, weights in BACKBONES.items()}

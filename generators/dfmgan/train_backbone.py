@@ -97,6 +97,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             if step % r1_every == 0:
                 r1 = r1_penalty(lambda x: D(augment(x, policy)), real)
                 losses["R1"] = r1
+                log.keep({"R1": r1})
                 loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
             guard_finite(losses, step, ckpt_path, ctx)
             opt_D.zero_grad(set_to_none=True)

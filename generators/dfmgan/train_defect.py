@@ -142,6 +142,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                 r1 = r1_penalty(lambda x: D(augment(x, policy, channels)), real)
                 r1m = r1_penalty(lambda x: Dm(augment(x, policy, channels)), real_pair)
                 losses.update({"R1": r1, "R1_match": r1m})
+                log.keep({"R1": r1, "R1_match": r1m})
                 total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
             guard_finite(losses, step, ckpt_path, ctx)
             opt_D.zero_grad(set_to_none=True)

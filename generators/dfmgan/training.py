@@ -169,7 +169,9 @@ class StageLog:
     stage config; always at the last step). Only rank 0 shows and writes; saving is collective.
 
     `tag` prefixes the scalar names, `shown` are the names in the bar, `grid()` -> (name, image) is drawn
-    on rank 0, `save()` writes a checkpoint; `on_step(step)` lets benchmarks time the steps alone."""
+    on rank 0, `save()` writes a checkpoint; `on_step(step)` lets benchmarks time the steps alone.
+    Terms computed only every few steps (lazy R1) go through `keep()`: their last value is logged at every
+    log step, since their interval need not land on one (R1 at steps 0, 4, 8... never met log steps 10, 20...)."""
 
     def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, *,
                  tag: str, shown: list[str], grid, save, on_step=None):
@@ -183,6 +185,11 @@ class StageLog:
         self.writer = SummaryWriter(str(tb_dir)) if ctx.is_main else None
         self.bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc=desc, unit="step")
         self.saved = False
+        self.kept: dict[str, torch.Tensor] = {}
+
+    def keep(self, values: dict[str, torch.Tensor]) -> None:
+        """Remember the latest value of intermittent loss terms; logged with the others at each log step."""
+        self.kept.update({k: v.detach() for k, v in values.items()})
 
     def _due(self, step: int, every: int) -> bool:
         return step % every == 0 or step == self.total
@@ -193,7 +200,8 @@ class StageLog:
         if self.on_step is not None:
             self.on_step(step)
         if self._due(step, self.log_every):
-            values = {k: self.ctx.mean(v).item() for k, v in scalars().items()}
+            # every rank computed the kept terms at the same steps, so the collective mean sees the same keys
+            values = {k: self.ctx.mean(v).item() for k, v in {**self.kept, **scalars()}.items()}
             self.bar.set_postfix({k: f"{values[k]:.3f}" for k in self.shown if k in values})
             if self.writer is not None:
                 for k, v in values.items():

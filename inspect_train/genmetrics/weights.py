@@ -14,6 +14,15 @@ import torch
 
 from inspect_train.errors import InputError
 
+# The files torch-fidelity's Inception and torchvision's LPIPS backbones download (tests check these against
+# the libraries), named here so that looking for them does not import those libraries (seconds).
+INCEPTION_URL = "https://github.com/toshas/torch-fidelity/releases/download/v0.2.0/weights-inception-2015-12-05-6726825d.pth"
+LPIPS_BACKBONE_URLS = {
+    "alex": "https://download.pytorch.org/models/alexnet-owt-7be5be79.pth",
+    "vgg": "https://download.pytorch.org/models/vgg16-397923af.pth",
+    "squeeze": "https://download.pytorch.org/models/squeezenet1_1-b8a52dc0.pth",
+}
+
 
 def hub_checkpoint_dir() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints"
