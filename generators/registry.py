@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # the CLI reads the names below without importing torch
 
     from inspect_train.data.category import CategoryData
 
-GENERATORS = ("crop-paste", "cut-paste", "perlin", "dfmgan")
+GENERATORS = ("crop-paste", "cut-paste", "perlin", "dfmgan", "inpaint")
 REAL_ONLY = ("none", "classic")
 AUGS = (*REAL_ONLY, *GENERATORS)
 
@@ -43,7 +43,9 @@ def create_generator(
     """A DefectGenerator for `name` (one of GENERATORS).
 
     options: cut-paste `shape` ("mask"|"rect"), `jitter`; perlin `texture` ("good"|"self"|"defect"),
-    `beta`, `scales`; dfmgan `checkpoints` {defect type: stage-2 checkpoint} and `truncation`.
+    `beta`, `scales`; dfmgan `checkpoints` {defect type: stage-2 checkpoint} and `truncation`; inpaint
+    `checkpoints` {defect type: painter checkpoint}, `mask_source` ("base" | "dfmgan" | a folder of PNG masks),
+    `mask_checkpoints` (the DFMGAN ones, for "dfmgan") and `mask_options` (deformation overrides).
     """
     if name == "crop-paste":
         from generators.classic.crop_paste import CropPasteGenerator
@@ -66,4 +68,14 @@ def create_generator(
         from generators.dfmgan.api import DFMGANGenerator
 
         return DFMGANGenerator({t: Path(checkpoints[t]) for t in base_names}, device=device, **options)
+    if name == "inpaint":
+        if not checkpoints:
+            raise InputError("the inpaint generator needs one painter checkpoint per defect type")
+        missing = sorted(set(base_names) - set(checkpoints))
+        if missing:
+            raise InputError(f"no inpaint painter for defect type(s) {missing}")
+        from generators.inpaint.api import build_inpaint_generator
+
+        return build_inpaint_generator({t: Path(checkpoints[t]) for t in base_names}, data.train_good,
+                                       base_sets(data, base_names), device, **options)
     raise InputError(f"unknown generator '{name}' (choose from {', '.join(GENERATORS)})")

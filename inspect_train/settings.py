@@ -45,6 +45,9 @@ class TaskSettings:
     gan_config: str | None = None  # DFMGAN config for --aug dfmgan
     gan_backbone_steps: int | None = None  # null: the DFMGAN config's own step counts
     gan_defect_steps: int | None = None
+    inpaint_config: str | None = None  # painter config for --aug inpaint (null: inpaint-tiny up to 32 px, else inpaint-128)
+    inpaint_steps: int | None = None  # null: the painter config's own step count
+    inpaint_loss: str | None = None  # nsgan or r3gan (null: the painter config's)
 
     def check(self) -> None:
         for key in ("steps", "batch_size", "eval_batch_size", "log_every", "grid_every", "bootstrap_resamples"):
@@ -78,7 +81,8 @@ class SegmentSettings(TaskSettings):
 
 # flag dest -> settings field, for the flags every task command has
 FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
-               "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads"}
+               "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads",
+               "inpaint_steps": "inpaint_steps"}
 
 
 def settings_from_preset(settings_class: type, config: dict, where: str) -> TaskSettings:

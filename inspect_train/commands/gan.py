@@ -1,8 +1,9 @@
-"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect) and `describe` (parameter counts).
+"""`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect), the inpaint painter (fit-inpaint) and
+`describe` (parameter counts).
 
-Both training commands run under `torchrun --nproc_per_node N -m inspect_train gan ...`: each
+Both DFMGAN training commands run under `torchrun --nproc_per_node N -m inspect_train gan ...`: each
 process trains on its share of the config's global batch, gradients are averaged, only rank 0
-prints and writes.
+prints and writes. fit-inpaint runs the same small training on every rank, and rank 0 writes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,8 @@ def _dist(name: str | None, threads: int | None = None):
 
 
 def register(subparsers) -> None:
-    gan = subparsers.add_parser("gan", help="DFMGAN: train the backbone and per-defect modules, describe a config")
+    gan = subparsers.add_parser("gan", help="DFMGAN: train the backbone and per-defect modules, describe a config; "
+                                             "fit-inpaint: train a defect painter")
     sub = gan.add_subparsers(dest="gan_command", metavar="ACTION")
     sub.required = True
 
@@ -62,6 +64,21 @@ def register(subparsers) -> None:
     fd.add_argument("--partition", type=int, required=True, help="partition number K: train on its base set only")
     common(fd, None)
     fd.set_defaults(func=run_fit_defect)
+
+    fi = sub.add_parser("fit-inpaint", help="a defect painter: one defect type, painted into masks on real good "
+                                             "images, trained on a partition's base set and train/good")
+    fi.add_argument("--data", required=True, help="dataset root in MVTec AD layout")
+    fi.add_argument("--category", required=True)
+    fi.add_argument("--defect", required=True, help="defect type (folder name under test/)")
+    fi.add_argument("--manifest", default=None, help="few-shot split manifest; made (seeded) in --out if omitted")
+    fi.add_argument("--partitions", type=int, default=3, help="partitions when making a manifest (default 3)")
+    fi.add_argument("--split-seed", type=int, default=0, help="seed when making a manifest (default 0)")
+    fi.add_argument("--partition", type=int, required=True, help="partition number K: train on its base set only")
+    fi.add_argument("--loss", choices=("nsgan", "r3gan"), default=None,
+                    help="nsgan: non-saturating logistic + R1 (as DFMGAN); r3gan: relativistic pairing + R1 + R2 "
+                         "(default: the config's)")
+    common(fi, "inpaint-128")
+    fi.set_defaults(func=run_fit_inpaint)
 
     de = sub.add_parser("describe", help="parameter counts of a config's networks")
     de.add_argument("--config", default="dfmgan-256")
@@ -151,6 +168,42 @@ def run_fit_defect(args) -> int:
         Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config, steps=args.steps,
         seed=args.seed, device=str(ctx.device), resume=args.resume, progress=not args.quiet, extra=extra,
         dist_ctx=ctx))
+
+
+def run_fit_inpaint(args) -> int:
+    from generators.inpaint.api import fit_inpaint, load_config
+    from inspect_train.data.category import load_category
+    from inspect_train.data.mvtec import scan_category
+    from inspect_train.protocol import get_partition, manifest_for_run
+
+    _positive_steps(args.steps)
+    config = load_config(args.config)
+    res = int(config["resolution"])
+    index = scan_category(args.data, args.category)
+    if args.defect not in index.defects:
+        raise InputError(f"{index.folder / 'test'}: no defect type '{args.defect}' "
+                         f"(have: {', '.join(index.defect_types)})")
+    out = Path(args.out)
+    manifest, manifest_path = manifest_for_run(index, args.manifest, out, args.partitions, args.split_seed)
+    part = get_partition(manifest, args.partition)
+    if args.defect not in part["defects"]:
+        raise InputError(f"{manifest_path}: partition {args.partition} has no split for '{args.defect}'")
+    base = part["defects"][args.defect]["base"]
+    data = load_category(args.data, args.category, size=(res, res), index=index)
+    if len(data.train_good) == 0:
+        raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
+    chosen = data.defects[args.defect].select(base)
+    extra = {"category": args.category, "manifest": str(manifest_path), "partition": int(args.partition),
+             "base": list(base)}
+    ctx = _dist(args.device, args.threads)
+    say = print if ctx.is_main else (lambda *a, **k: None)
+    say(f"inpaint: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) and "
+        f"{len(data.train_good)} train/good at {res}x{res}, config {config['name']}, "
+        f"loss {args.loss or config['train'].get('loss', 'nsgan')} (manifest {manifest_path})")
+    return _train_and_report(ctx, say, lambda: fit_inpaint(
+        chosen.images, chosen.masks, data.train_good.images, args.defect, out, config=config, steps=args.steps,
+        loss=args.loss, seed=args.seed, device=str(ctx.device), resume=args.resume, progress=not args.quiet,
+        extra=extra, dist_ctx=ctx))
 
 
 def run_describe(args) -> int:

@@ -5,7 +5,9 @@ generators are trained when missing (stage 1 once per category, stage 2 per
 defect type and partition) and cached under one folder with an index.json
 that records which base images each was trained on, so a cached generator is
 never reused for a partition whose base set differs (that would leak test
-images into training).
+images into training). Inpaint painters (one per defect type and partition, trained
+on that partition's base images and train/good) are cached the same way, in
+their own folder with their own index (`GeneratorCache` holds what both share).
 
 Under torchrun every rank joins the GAN training (the DFMGAN trainers spread
 the global batch over ranks and write on rank 0 only), so no rank waits alone
@@ -28,30 +30,37 @@ from inspect_train.protocol import read_json, write_json_atomic
 INDEX = "index.json"
 
 
-class DFMGANCache:
-    """Stage-1/stage-2 checkpoints under `folder`: backbone/, p<k>/<defect>/, index.json."""
+class GeneratorCache:
+    """What every cache of generators trained when missing shares: one folder, an index.json that names the
+    data and config they were made for, and per partition and defect type the checkpoint and the base images
+    it was trained on, so a generator is never reused for another base set."""
 
     def __init__(self, folder: Path, config: dict, gan_data: CategoryData, *, seed: int = 0, device="cpu",
-                 backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
-                 manifest_path: str | None = None, say: Callable[[str], None] = print, ctx=None):
+                 progress: bool = True, manifest_path: str | None = None, say: Callable[[str], None] = print,
+                 ctx=None):
         from inspect_train.distributed import DistContext
 
         self.ctx = ctx or DistContext()
         self.folder = Path(folder)
         self.config, self.data = config, gan_data
         self.seed, self.device, self.progress = seed, str(device), progress
-        self.backbone_steps, self.defect_steps = backbone_steps, defect_steps
         self.manifest_path = manifest_path
         self.say = say if self.ctx.is_main else (lambda message: None)
         self.index = self._read_index()
         self.ctx.barrier()  # every rank has read the same index before rank 0 may rewrite it
 
+    def _identity(self) -> dict:
+        return {"category": self.data.index.category, "config": self.config.get("name"),
+                "resolution": int(self.config["resolution"]), "channels": self.data.channels}
+
+    def _empty_index(self) -> dict:
+        return {**self._identity(), "defects": {}}
+
     def _read_index(self) -> dict:
         path = self.folder / INDEX
-        identity = {"category": self.data.index.category, "config": self.config.get("name"),
-                    "resolution": int(self.config["resolution"]), "channels": self.data.channels}
+        identity = self._identity()
         if not path.exists():
-            return {**identity, "backbone": None, "defects": {}}
+            return self._empty_index()
         index = read_json(path, "generator index")
         for key, value in identity.items():
             if index.get(key) != value:
@@ -66,6 +75,39 @@ class DFMGANCache:
     def _dist(self) -> dict:
         """Pass the process group to the trainers only when there is one (one process: the plain call)."""
         return {"dist_ctx": self.ctx} if self.ctx.enabled else {}
+
+    def _cached(self, partition: int, defect: str, names: list[str]) -> Path | None:
+        """The checkpoint of this partition's `defect` if one was trained on exactly these base images; an
+        entry for another base set is refused (reusing it would show test images to training)."""
+        entry = self.index["defects"].get(f"p{partition}", {}).get(defect)
+        if entry is None:
+            return None
+        if sorted(entry["base"]) != sorted(names):
+            raise InputError(
+                f"{self.folder / INDEX}: the P{partition} '{defect}' generator was trained on another base "
+                "set (another manifest?); reusing it would show test images to training. "
+                "Use a fresh --generators folder")
+        path = self.folder / entry["checkpoint"]
+        return path if path.exists() else None
+
+    def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
+        self.index["defects"].setdefault(f"p{partition}", {})[defect] = {
+            "checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
+        self._save()
+
+
+class DFMGANCache(GeneratorCache):
+    """Stage-1/stage-2 checkpoints under `folder`: backbone/, p<k>/<defect>/, index.json."""
+
+    def __init__(self, folder: Path, config: dict, gan_data: CategoryData, *, seed: int = 0, device="cpu",
+                 backbone_steps: int | None = None, defect_steps: int | None = None, progress: bool = True,
+                 manifest_path: str | None = None, say: Callable[[str], None] = print, ctx=None):
+        self.backbone_steps, self.defect_steps = backbone_steps, defect_steps
+        super().__init__(folder, config, gan_data, seed=seed, device=device, progress=progress,
+                         manifest_path=manifest_path, say=say, ctx=ctx)
+
+    def _empty_index(self) -> dict:
+        return {**self._identity(), "backbone": None, "defects": {}}
 
     def backbone(self) -> Path:
         entry = self.index.get("backbone")
@@ -87,17 +129,11 @@ class DFMGANCache:
         result = {}
         for defect, names in sorted(base_names.items()):
             key = f"p{partition}"
-            entry = self.index["defects"].get(key, {}).get(defect)
-            if entry is not None:
-                if sorted(entry["base"]) != sorted(names):
-                    raise InputError(
-                        f"{self.folder / INDEX}: the P{partition} '{defect}' generator was trained on another base "
-                        "set (another manifest?); reusing it would show test images to training. "
-                        "Use a fresh --generators folder")
-                if (self.folder / entry["checkpoint"]).exists():
-                    self.say(f"DFMGAN stage 2: reusing P{partition} '{defect}' from {self.folder / entry['checkpoint']}")
-                    result[defect] = self.folder / entry["checkpoint"]
-                    continue
+            cached = self._cached(partition, defect, names)
+            if cached is not None:
+                self.say(f"DFMGAN stage 2: reusing P{partition} '{defect}' from {cached}")
+                result[defect] = cached
+                continue
             backbone = self.backbone()
             from generators.dfmgan.api import fit_defect
 
@@ -109,9 +145,50 @@ class DFMGANCache:
                               progress=self.progress,
                               extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
                                      "category": self.data.index.category}, **self._dist())
-            self.index["defects"].setdefault(key, {})[defect] = {
-                "checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names)}
-            self._save()
+            self._record(partition, defect, path, names)
+            result[defect] = Path(path)
+        return result
+
+
+class InpaintCache(GeneratorCache):
+    """One painter per partition and defect type under `folder` (p<k>/<defect>/inpaint_<defect>.pt, index.json),
+    each trained on that partition's base images of the type and train/good only."""
+
+    def __init__(self, folder: Path, config: dict, data: CategoryData, *, seed: int = 0, device="cpu",
+                 steps: int | None = None, loss: str | None = None, progress: bool = True,
+                 manifest_path: str | None = None, say: Callable[[str], None] = print, ctx=None):
+        self.steps, self.loss = steps, loss
+        self.trained_on: dict[tuple[int, str], list[str]] = {}  # what this run handed to training (audit)
+        super().__init__(folder, config, data, seed=seed, device=device, progress=progress,
+                         manifest_path=manifest_path, say=say, ctx=ctx)
+
+    def _identity(self) -> dict:
+        return {"generator": "inpaint", **super()._identity()}
+
+    def checkpoints(self, partition: int, base_names: dict[str, list[str]]) -> dict[str, Path]:
+        """One painter per defect type of this partition, trained here when missing."""
+        from generators.inpaint.api import fit_inpaint
+
+        result = {}
+        for defect, names in sorted(base_names.items()):
+            cached = self._cached(partition, defect, names)
+            if cached is not None:
+                self.say(f"inpaint: reusing the P{partition} '{defect}' painter from {cached}")
+                result[defect] = cached
+                continue
+            subset = self.data.defects[defect].select(names)
+            out = self.folder / f"p{partition}" / defect
+            self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base image(s) "
+                     f"and {len(self.data.train_good)} train/good -> {out}")
+            self.trained_on[(partition, defect)] = list(subset.names)
+            path = fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
+                               config=self.config, steps=self.steps, loss=self.loss, seed=self.seed,
+                               device=self.device, progress=self.progress,
+                               extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
+                                      "category": self.data.index.category}, **self._dist())
+            train = self.config["train"]
+            self._record(partition, defect, path, names, steps=self.steps if self.steps is not None else
+                         int(train["steps"]), loss=self.loss or train.get("loss", "nsgan"))
             result[defect] = Path(path)
         return result
 
@@ -146,8 +223,32 @@ def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: i
     return cache
 
 
+def open_inpaint_cache(data: CategoryData, folder: Path, *, seed: int, device, manifest_path,
+                       config: str | None = None, steps: int | None = None, loss: str | None = None,
+                       progress: bool = True, ctx=None, say: Callable[[str], None] = print) -> InpaintCache:
+    """The inpaint painters of one classify/segment run, under `folder`. `config` None: inpaint-tiny for a task
+    at 32 px or less, else inpaint-128; `steps` None: the config's. They train at the config's square
+    resolution (the category is loaded again at that size when the task's differs); the online dataset resizes
+    their samples to the task's resolution."""
+    from generators.inpaint.api import default_config_for, load_config
+    from inspect_train.data.category import load_category
+
+    if steps is not None and steps < 0:
+        raise InputError(f"--inpaint-steps {steps}: must be 0 or more")
+    name = config or default_config_for(tuple(data.size))
+    loaded = load_config(name)
+    side = int(loaded["resolution"])
+    inpaint_data = data if tuple(data.size) == (side, side) else load_category(
+        data.index.root, data.index.category, size=(side, side), index=data.index)
+    say(f"inpaint painters ({loaded.get('name', name)}, {side}x{side}) cached under {folder}; "
+        "missing ones are trained now")
+    return InpaintCache(folder, loaded, inpaint_data, seed=seed, device=str(device), steps=steps, loss=loss,
+                        progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
+
+
 def generator_factory(aug: str, data: CategoryData, device: torch.device, options: dict | None = None,
-                      dfmgan: DFMGANCache | None = None) -> Callable[[int, dict[str, list[str]]], object]:
+                      dfmgan: DFMGANCache | None = None,
+                      inpaint: "InpaintCache | None" = None) -> Callable[[int, dict[str, list[str]]], object]:
     """make(partition, base_names) -> the DefectGenerator for that partition's base set."""
     options = dict(options or {})
 
@@ -157,6 +258,17 @@ def generator_factory(aug: str, data: CategoryData, device: torch.device, option
                 raise InputError("--aug dfmgan needs a DFMGAN generator folder")
             return create_generator("dfmgan", data, base_names, device,
                                    checkpoints=dfmgan.checkpoints(partition, base_names), **options)
+        if aug == "inpaint":
+            if inpaint is None:
+                raise InputError("--aug inpaint needs a painter folder")
+            extra = dict(options)
+            if extra.get("mask_source") == "dfmgan":
+                if dfmgan is None:
+                    raise InputError("inpaint mask_source dfmgan needs the DFMGAN generators")
+                extra["mask_checkpoints"] = dfmgan.checkpoints(partition, base_names)
+            # The painters' own resolution: the category as loaded for them (the online dataset resizes).
+            return create_generator("inpaint", inpaint.data, base_names, device,
+                                   checkpoints=inpaint.checkpoints(partition, base_names), **extra)
         return create_generator(aug, data, base_names, device, **options)
 
     return make

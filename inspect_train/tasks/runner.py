@@ -274,18 +274,27 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
     """make(arm, partition, base_names) -> that arm's generator for the partition's base set.
 
     DFMGAN generators are trained when missing (stage 1 once, stage 2 per partition and defect type) and cached
-    under --generators (default OUT/generators); the cache refuses generators trained on another base set.
+    under --generators (default OUT/generators); inpaint painters (per partition and defect type) likewise, in
+    its inpaint/ folder. Each cache refuses generators trained on another base set.
     """
-    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache
+    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache, open_inpaint_cache
 
+    folder = Path(args.generators) if args.generators else out / "generators"
+    inpaint_options = dict((settings.generators or {}).get("inpaint") or {})
     cache = None
-    if "dfmgan" in arms:
+    if "dfmgan" in arms or ("inpaint" in arms and inpaint_options.get("mask_source") == "dfmgan"):
         preset = {"gan_config": settings.gan_config, "gan_backbone_steps": settings.gan_backbone_steps,
                   "gan_defect_steps": settings.gan_defect_steps}
         cache = open_dfmgan_cache(
-            data, preset, Path(args.generators) if args.generators else out / "generators", seed=args.seed,
+            data, preset, folder, seed=args.seed,
             device=device, manifest_path=manifest_path, gan_config=args.gan_config,
             backbone_steps=args.backbone_steps, defect_steps=args.defect_steps,
+            progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
+    painters = None
+    if "inpaint" in arms:  # painters keep their own index in <generators>/inpaint
+        painters = open_inpaint_cache(
+            data, folder / "inpaint", seed=args.seed, device=device, manifest_path=manifest_path,
+            config=settings.inpaint_config, steps=settings.inpaint_steps, loss=settings.inpaint_loss,
             progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
     factories = {}
     for arm in arms:
@@ -294,7 +303,7 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
         options = dict((settings.generators or {}).get(arm) or {})
         if arm == "dfmgan":
             options.setdefault("paired_good", task.paired_good(settings))
-        factories[arm] = generator_factory(arm, data, device, options, cache)
+        factories[arm] = generator_factory(arm, data, device, options, cache, painters)
 
     def make(arm: str, partition: int, base_names: dict[str, list[str]]):
         return factories[arm](partition, base_names)

@@ -1,0 +1,74 @@
+"""The public inpaint API other modules use: configs, training one painter, mask sources and the sampler.
+
+Inputs are uint8 (N, C, H, W) tensors (masks bool (N, 1, H, W)) at the config's square resolution.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from generators.inpaint.checkpoint import load_painter_checkpoint
+from generators.inpaint.config import LOSSES, default_config_for, load_config
+from generators.inpaint.masks import BaseMasks, DeformOptions, DFMGANMasks, FolderMasks, MaskSource
+from generators.inpaint.sampler import InpaintGenerator
+from inspect_train.errors import InputError
+
+__all__ = ["LOSSES", "load_config", "default_config_for", "fit_inpaint", "build_inpaint_generator",
+           "InpaintGenerator", "MaskSource", "BaseMasks", "DFMGANMasks", "FolderMasks", "DeformOptions"]
+
+MASK_SOURCES = ("base", "dfmgan")  # or a folder of PNG masks
+
+
+def fit_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_images: torch.Tensor,
+                defect_type: str, out_dir: Path, *, config: dict, steps: int | None = None, loss: str | None = None,
+                seed: int = 0, device: str = "cpu", resume: bool = False, progress: bool = True,
+                extra: dict | None = None, dist_ctx=None, on_step=None) -> Path:
+    """Train one defect type's painter on its base images and train/good; returns the checkpoint path.
+    `extra` is stored as-is in the checkpoint (the CLI and the cache record partition, base images, manifest)."""
+    from generators.inpaint.train import train_inpaint
+
+    return train_inpaint(defect_images, defect_masks, good_images, defect_type, Path(out_dir), config=config,
+                         steps=steps, loss=loss, seed=seed, device=device, resume=resume, progress=progress,
+                         extra=extra, dist_ctx=dist_ctx, on_step=on_step)
+
+
+def build_inpaint_generator(checkpoints: dict[str, Path], goods, base_sets: dict | None = None, device="cpu",
+                            mask_source: str = "base", mask_checkpoints: dict[str, Path] | None = None,
+                            mask_options: dict | None = None) -> InpaintGenerator:
+    """An InpaintGenerator whose masks come from `mask_source`:
+
+    - "base": deformed masks of `base_sets` ({type: ImageSet of the partition's base images}), the default;
+    - "dfmgan": DFMGAN stage-2 generators `mask_checkpoints` ({type: checkpoint}); empty DFMGAN masks are
+      replaced by deformed base masks when `base_sets` is given;
+    - a folder of PNG masks drawn by the user (the same for every type; deformed like base masks).
+
+    `mask_options` overrides the deformation options of the painters' config (e.g. {"turns": False})."""
+    if not checkpoints:
+        raise InputError("inpaint: no painter checkpoint given")
+    first = load_painter_checkpoint(next(iter(checkpoints.values())))
+    resolution = int(first["resolution"])
+    options = DeformOptions.from_config({**(first["config"].get("masks") or {}), **(mask_options or {})})
+    base = None
+    if base_sets:
+        base = BaseMasks({t: s.masks for t, s in base_sets.items()}, resolution, device, options,
+                         names={t: list(s.names) for t, s in base_sets.items()})
+    source: MaskSource
+    if mask_source in (None, "base"):
+        if base is None:
+            raise InputError("inpaint: mask source 'base' needs the partition's base set")
+        source = base
+    elif mask_source == "dfmgan":
+        if not mask_checkpoints:
+            raise InputError("inpaint: mask source 'dfmgan' needs one DFMGAN stage-2 checkpoint per defect type")
+        source = DFMGANMasks({t: Path(p) for t, p in mask_checkpoints.items()}, resolution, device, fallback=base)
+    else:
+        folder = Path(str(mask_source))
+        if not folder.is_dir():
+            raise InputError(f"inpaint: mask source '{mask_source}' is not base, dfmgan or a folder of PNG masks")
+        source = FolderMasks(folder, resolution, device, options)
+    generator = InpaintGenerator(checkpoints, goods, source, device)
+    generator.source_names = dict(base.names) if base is not None else {}  # the base images whose masks it uses
+    generator.mask_source_name = str(mask_source or "base")
+    return generator

@@ -1,0 +1,45 @@
+"""Inpaint painter configs: YAML presets in configs/ (inpaint-tiny, inpaint-128) or a path, checked on load."""
+
+from __future__ import annotations
+
+from inspect_train.config_files import read_preset
+from inspect_train.errors import InputError
+
+REQUIRED = ("resolution", "painter", "local_d", "match_d", "band", "masks", "train")
+LOSSES = ("nsgan", "r3gan")
+
+
+def load_config(name_or_path: str) -> dict:
+    """'inpaint-tiny' -> configs/inpaint-tiny.yaml; a path is read as-is."""
+    config, path = read_preset(name_or_path, "inpaint")
+    missing = [k for k in REQUIRED if k not in config]
+    if missing:
+        raise InputError(f"{path}: missing keys {', '.join(missing)}")
+    config["name"] = config.get("name") or path.stem
+    check_config(config, str(path))
+    return config
+
+
+def check_config(config: dict, where: str = "config") -> None:
+    res, depth = int(config["resolution"]), int(config["painter"]["depth"])
+    if res < 8 or res % (2 ** depth):
+        raise InputError(f"{where}: resolution {res} must be at least 8 and divisible by 2^depth = {2 ** depth}")
+    window = int(config["train"].get("crop") or res)
+    if not 8 <= window <= res or window % (2 ** depth):
+        raise InputError(f"{where}: train.crop {window} must be between 8 and the resolution {res}, divisible by "
+                         f"2^depth = {2 ** depth}")
+    crop = int(config["local_d"]["crop"])
+    if not 8 <= crop <= window:
+        raise InputError(f"{where}: local_d.crop {crop} must be between 8 and the training window {window}")
+    loss = config["train"].get("loss", "nsgan")
+    if loss not in LOSSES:
+        raise InputError(f"{where}: train.loss '{loss}' (choose {', '.join(LOSSES)})")
+    batch = int(config["train"]["batch"])
+    if batch < 2 or batch % 2:
+        raise InputError(f"{where}: train.batch must be even and at least 2 (mode-seeking pairs), got {batch}")
+
+
+def default_config_for(size: tuple[int, int]) -> str:
+    """The preset to use when a run names none: the tiny painter for tiny tasks (tests, toy runs at 32 px),
+    the CPU-sized 128 one otherwise."""
+    return "inpaint-tiny" if max(size) <= 32 else "inpaint-128"
