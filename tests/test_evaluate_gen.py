@@ -1,5 +1,5 @@
-"""`inspect-train evaluate-gen` end to end on the toy data: classic generators, DFMGAN from a generators
-folder, a folder of generated images, KID/LPIPS only when weights exist, the protocol (no test image is
+"""`inspect-train evaluate-gen` end to end on the toy data: classic generators, DFMGAN and the inpaint
+painters from a generators folder, a folder of generated images, KID/LPIPS only when weights exist, the protocol (no test image is
 read) and bad input -> one line, exit 2."""
 
 from __future__ import annotations
@@ -50,6 +50,24 @@ def generators_dir(toy_root, split, tmp_path_factory):
     return folder
 
 
+@pytest.fixture(scope="module")
+def painters_dir(toy_root, split, tmp_path_factory):
+    """A generators folder holding only inpaint painters, laid out as classify/segment write it
+    (<generators>/inpaint/index.json + p1/<defect>/inpaint_<defect>.pt): the same InpaintCache code, 1 step
+    per painter at inpaint-tiny (32x32), for every P1 defect type."""
+    from generators.inpaint.api import load_config
+    from inspect_train.data.category import load_category
+    from inspect_train.tasks.generators import InpaintCache
+
+    manifest, path = split
+    folder = tmp_path_factory.mktemp("painters") / "generators"
+    data = load_category(toy_root, "toy", size=(32, 32))
+    cache = InpaintCache(folder / "inpaint", load_config("inpaint-tiny"), data, steps=1, progress=False,
+                         manifest_path=str(path), say=lambda message: None)
+    cache.checkpoints(1, {d: v["base"] for d, v in manifest["partitions"][0]["defects"].items()})
+    return folder
+
+
 def test_classic_generators_write_tables_sheets_and_tensorboard(toy_root, tmp_path, capsys):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -87,6 +105,17 @@ def test_classic_generators_write_tables_sheets_and_tensorboard(toy_root, tmp_pa
     assert seconds < 60
 
 
+def _protocol_paths(toy_root, manifest: dict, defect: str) -> tuple[set[str], set[str]]:
+    """The files evaluate-gen must never open (P1's test images of every defect type, test/good) and the P1
+    base images of `defect` it must."""
+    index = scan_category(toy_root, "toy")
+    part = manifest["partitions"][0]["defects"]
+    test_paths = {str(item.image) for d, items in index.defects.items() for item in items if item.name in part[d]["test"]}
+    test_paths |= {str(p) for p in index.test_good}
+    base_paths = {str(item.image) for item in index.defects[defect] if item.name in part[defect]["base"]}
+    return test_paths, base_paths
+
+
 def test_dfmgan_from_a_generators_folder_reads_no_test_image(toy_root, split, generators_dir, tmp_path, monkeypatch):
     import inspect_train.data.images as images
 
@@ -104,14 +133,47 @@ def test_dfmgan_from_a_generators_folder_reads_no_test_image(toy_root, split, ge
     assert [r["source"] for r in rows] == ["real base set", "crop-paste", "dfmgan"] and rows[2]["n"] == 8
     dfmgan = next(s for s in results["sources"] if s["name"] == "dfmgan")
     assert dfmgan["checkpoints"]["hole"].endswith("defect_hole.pt")
-    # The protocol: the partition's test images (every defect type) and test/good are never read.
-    index = scan_category(toy_root, "toy")
-    part = manifest["partitions"][0]["defects"]
-    test_paths = {str(item.image) for d, items in index.defects.items() for item in items if item.name in part[d]["test"]}
-    test_paths |= {str(p) for p in index.test_good}
-    base_paths = {str(item.image) for item in index.defects["hole"] if item.name in part["hole"]["base"]}
+    test_paths, base_paths = _protocol_paths(toy_root, manifest, "hole")
     assert read and base_paths <= set(read) and not test_paths & set(read)
     assert not any("/test/scratch/" in p or "/test/stain/" in p for p in read)  # types not scored: not read either
+
+
+def test_inpaint_painters_from_a_generators_folder(toy_root, split, painters_dir, tmp_path, monkeypatch):
+    import inspect_train.data.images as images
+
+    manifest, manifest_path = split
+    read = []
+    original = images.read_image_array
+    monkeypatch.setattr(images, "read_image_array", lambda path: read.append(str(path)) or original(path))
+    out = tmp_path / "eval"
+    assert run_cli("--aug", "crop-paste", "inpaint", "--generators", painters_dir, "--manifest", manifest_path,
+                   "--data", toy_root, "--category", "toy", "--partition", 1, "--n", 16, "--resolution", 32,
+                   "--out", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["resolution"] == [32, 32]
+    inpaint = next(s for s in results["sources"] if s["name"] == "inpaint")
+    assert inpaint["kind"] == "inpaint" and inpaint["from"] == str(painters_dir) and inpaint["resolution"] == 32
+    report = (out / "report.md").read_text()
+    for defect, entry in results["defects"].items():
+        assert inpaint["checkpoints"][defect].endswith(f"inpaint/p1/{defect}/inpaint_{defect}.pt")
+        assert entry["base_images"] == manifest["partitions"][0]["defects"][defect]["base"]
+        rows = entry["rows"]
+        assert [r["source"] for r in rows] == ["real base set", "crop-paste", "inpaint"]
+        assert rows[2]["kind"] == "inpaint" and rows[2]["n"] == 16 and 0 <= rows[2]["two_sample"]["accuracy"] <= 1
+        assert rows[2]["mask"]["empty_fraction"] == 0  # deformed base masks always mark a pixel
+        assert (out / entry["sheet"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert list(results["defects"]) == ["hole", "scratch", "stain"] and report.count("| inpaint |") == 3
+    test_paths, base_paths = _protocol_paths(toy_root, manifest, "stain")
+    assert base_paths <= set(read) and not test_paths & set(read)  # painting reads train/good, never a test image
+
+    # An explicit painter checkpoint goes to --aug inpaint; without --resolution, the painters' own size is used.
+    painter = painters_dir / "inpaint" / "p1" / "hole" / "inpaint_hole.pt"
+    out = tmp_path / "eval-checkpoint"
+    assert run_cli("--aug", "inpaint", "--checkpoint", f"hole={painter}", "--defect", "hole", "--manifest",
+                   manifest_path, "--data", toy_root, "--category", "toy", "--partition", 1, "--n", 4,
+                   "--out", out) == 0
+    results = json.loads((out / "results.json").read_text())
+    assert results["resolution"] == [32, 32] and results["sources"][0]["from"] == "checkpoints"
 
 
 def test_a_generated_folder_is_scored_with_its_masks(toy_root, tmp_path):
@@ -166,12 +228,16 @@ def _other_base_manifest(toy_root, reference: dict, tmp_path):
     ("dfmgan-without-generators", "--aug dfmgan needs --generators DIR"),
     ("index-lacks-partition", "no generators for partition 2"),
     ("another-base-set", "trained on another base set"),
+    ("painters-another-base-set", "trained on another base set"),
+    ("no-painters-in-folder", "no inpaint painters here"),
+    ("painter-checkpoint-without-inpaint", "but --aug has no inpaint"),
     ("old-flag", "--generated is gone"),
     ("unknown-aug", "--aug nosuch: not a generator"),
     ("missing-weights-file", "Inception-v3 (KID) weights file not found"),
     ("nothing-to-score", "nothing to score"),
 ])
-def test_bad_input_is_one_line_and_exit_2(toy_root, split, generators_dir, tmp_path, capsys, case, message):
+def test_bad_input_is_one_line_and_exit_2(toy_root, split, generators_dir, painters_dir, tmp_path, capsys, case,
+                                         message):
     manifest, manifest_path = split
     base = ["--data", toy_root, "--category", "toy", "--out", tmp_path / "eval", "--n", 4, "--resolution", 32]
     args = {
@@ -182,6 +248,13 @@ def test_bad_input_is_one_line_and_exit_2(toy_root, split, generators_dir, tmp_p
                                   "--manifest", manifest_path],
         "another-base-set": ["--aug", "dfmgan", "--partition", 1, "--defect", "hole", "--generators", generators_dir,
                              "--manifest", _other_base_manifest(toy_root, manifest, tmp_path)],
+        "painters-another-base-set": ["--aug", "inpaint", "--partition", 1, "--defect", "hole", "--generators",
+                                      painters_dir, "--manifest", _other_base_manifest(toy_root, manifest, tmp_path)],
+        "no-painters-in-folder": ["--aug", "inpaint", "--partition", 1, "--defect", "hole", "--generators",
+                                  generators_dir, "--manifest", manifest_path],
+        "painter-checkpoint-without-inpaint": ["--aug", "dfmgan", "--partition", 1, "--defect", "hole", "--manifest",
+                                               manifest_path, "--checkpoint",
+                                               f"hole={painters_dir / 'inpaint/p1/hole/inpaint_hole.pt'}"],
         "old-flag": ["--generated", "crop-paste", "--partition", 1],
         "unknown-aug": ["--aug", "nosuch", "--partition", 1],
         "missing-weights-file": ["--aug", "crop-paste", "--partition", 1, "--defect", "hole",

@@ -4,8 +4,9 @@ For each defect type and generator: mask statistics and their distance to the re
 two-sample classifier, diversity on a fixed random network, a contact sheet (real base defects, then each
 generator's samples, with mask outlines); KID and clustered LPIPS as well when their pretrained weights are
 on the machine. The real side is the partition's base set only, all a generator may see (the protocol):
-the test images are never read. Generators: the classic ones built from that base set, DFMGAN from a
-generators folder that classify/segment wrote (or explicit checkpoints), and folders written by `generate`.
+the test images are never read. Generators: the classic ones built from that base set, DFMGAN and the inpaint
+painters from a generators folder that classify/segment wrote (or explicit checkpoints), and folders written
+by `generate`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from generators.registry import GENERATORS
 from inspect_train.errors import InputError
 
 LPIPS_NETS = ("alex", "squeeze", "vgg")
-BUILT_HERE = ("crop-paste", "cut-paste", "perlin", "dfmgan")  # generators this command can build (others: --images)
+BUILT_HERE = ("crop-paste", "cut-paste", "perlin", "dfmgan", "inpaint")  # generators this command can build
+CACHED = {"dfmgan": "a DFMGAN stage-2", "inpaint": "an inpaint painter"}  # trained ones: --generators, --checkpoint
 
 
 def register(subparsers) -> None:
@@ -35,7 +37,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--aug", nargs="+", metavar="A", default=[],
                    help=f"generators to score ({', '.join(BUILT_HERE)}); the classic ones are built from the "
-                   "partition's base set, dfmgan needs --generators or --checkpoint")
+                   "partition's base set, dfmgan and inpaint need --generators or --checkpoint")
     p.add_argument("--data", metavar="DIR", required=True, help="dataset root in MVTec AD layout")
     p.add_argument("--category", required=True, help="category folder under --data")
     p.add_argument("--partition", metavar="K", type=int, required=True,
@@ -46,9 +48,12 @@ def register(subparsers) -> None:
     p.add_argument("--partitions", metavar="N", type=int, default=3, help="without --manifest: partitions of that split (default 3)")
     p.add_argument("--split-seed", metavar="S", type=int, default=0, help="without --manifest: seed of that split (default 0)")
     p.add_argument("--generators", metavar="DIR", default=None,
-                   help="dfmgan: the generators folder a classify/segment run wrote (OUT/generators, with index.json)")
+                   help="dfmgan, inpaint: the generators folder a classify/segment run wrote (OUT/generators: "
+                   "DFMGAN's index.json, the painters' inpaint/index.json)")
     p.add_argument("--checkpoint", metavar="DEFECT=PATH", nargs="+", action="extend", default=[],
-                   help="dfmgan: a stage-2 checkpoint for a defect type (wins over --generators for that type)")
+                   help="dfmgan, inpaint: a DFMGAN stage-2 or an inpaint painter checkpoint for a defect type (wins "
+                   "over --generators for that type); each file goes to the generator that wrote it, so with "
+                   "--aug dfmgan inpaint give one of each for a type to replace both")
     p.add_argument("--images", metavar="DIR", default=None,
                    help="also score a folder of generated images and masks (as `generate` writes: index.csv, "
                    "images/, masks/)")
@@ -57,7 +62,7 @@ def register(subparsers) -> None:
     p.add_argument("--n", metavar="N", type=int, default=256, help="samples per defect type and generator (default 256)")
     p.add_argument("--resolution", default=None,
                    help="compare at N or HxW (default: the DFMGAN generators' resolution when scored, else the "
-                   "--images size, else the data's own size)")
+                   "painters' when inpaint is, else the --images size, else the data's own size)")
     p.add_argument("--folds", metavar="K", type=int, default=5, help="two-sample test: folds (default 5, fewer when the base set is small)")
     p.add_argument("--repeats", metavar="R", type=int, default=5, help="two-sample test: draws of generated samples (default 5)")
     p.add_argument("--truncation", metavar="PSI", type=float, default=1.0, help="dfmgan: truncation psi (default 1.0)")
@@ -85,8 +90,8 @@ def register(subparsers) -> None:
 
 def check_args(args) -> None:
     if args.generated is not None:
-        raise InputError("--generated is gone: use --images DIR for a folder, --aug dfmgan --checkpoint DEFECT=PATH "
-                         "for a DFMGAN checkpoint, or --aug crop-paste ... for a classic generator")
+        raise InputError("--generated is gone: use --images DIR for a folder, --aug dfmgan|inpaint --checkpoint "
+                         "DEFECT=PATH for a DFMGAN or painter checkpoint, or --aug crop-paste ... for a classic generator")
     unknown = [a for a in args.aug if a not in GENERATORS]
     if unknown:
         raise InputError(f"--aug {unknown[0]}: not a generator (choose from {', '.join(GENERATORS)})")
@@ -96,8 +101,8 @@ def check_args(args) -> None:
                          "generator's samples as a folder with --images DIR")
     if not args.aug and not args.images:
         raise InputError("nothing to score: give --aug A [A ...] and/or --images DIR")
-    if args.checkpoint and "dfmgan" not in args.aug:
-        raise InputError("--checkpoint is for --aug dfmgan")
+    if args.checkpoint and not set(CACHED) & set(args.aug):
+        raise InputError("--checkpoint is for --aug dfmgan or inpaint")
     if args.threads is not None and args.threads < 1:
         raise InputError(f"--threads {args.threads}: must be at least 1")
     for name, least in (("n", 2), ("folds", 2), ("repeats", 1), ("batch", 1), ("kid_subsets", 1), ("kid_subset_size", 2)):
@@ -107,18 +112,6 @@ def check_args(args) -> None:
         raise InputError(f"--max-per-cluster must be 0 (no cap) or at least 2 (got {args.max_per_cluster})")
     if not 0.0 <= args.truncation <= 1.0:
         raise InputError(f"--truncation {args.truncation}: must be between 0 and 1")
-
-
-def parse_checkpoints(values: list[str]) -> dict[str, Path]:
-    out = {}
-    for value in values:
-        defect, sep, path = value.partition("=")
-        if not sep or not defect or not path:
-            raise InputError(f"--checkpoint {value}: expected DEFECT=PATH, e.g. crack=runs/gan/defect_crack.pt")
-        if defect in out:
-            raise InputError(f"--checkpoint: two checkpoints for defect type '{defect}'")
-        out[defect] = Path(path).expanduser()
-    return out
 
 
 class Split:
@@ -156,10 +149,19 @@ class Split:
             write_json_atomic(self.manifest, self.path)
 
 
-def checkpoints_from_folder(folder: Path, split: Split, category: str, defects: list[str]) -> dict[str, Path]:
-    """The stage-2 checkpoints a classify/segment run cached for this partition, refused unless trained on
-    exactly this base set (else scoring against it would compare with images the generator never saw, and
-    the generator may have seen this partition's test images)."""
+def parse_checkpoints(values: list[str]) -> list[tuple[str, Path]]:
+    out = []
+    for value in values:
+        defect, sep, path = value.partition("=")
+        if not sep or not defect or not path:
+            raise InputError(f"--checkpoint {value}: expected DEFECT=PATH, e.g. crack=runs/gan/defect_crack.pt")
+        out.append((defect, Path(path).expanduser()))
+    return out
+
+
+def cached_index(folder: Path, kind: str) -> tuple[Path, dict]:
+    """The index of `kind`'s generators under a classify/segment generators folder: DFMGAN's is DIR/index.json,
+    the painters' DIR/inpaint/index.json (the painters' own folder is taken too)."""
     from inspect_train.protocol import read_json
     from inspect_train.tasks.generators import INDEX
 
@@ -167,11 +169,25 @@ def checkpoints_from_folder(folder: Path, split: Split, category: str, defects: 
     if not folder.is_dir():
         raise InputError(f"{folder}: generators folder not found")
     path = folder / INDEX
-    index = read_json(path, "generator index")
+    if kind == "inpaint" and (folder / "inpaint" / INDEX).is_file():
+        path = folder / "inpaint" / INDEX
+    index = read_json(path, "generator index") if path.is_file() or kind == "dfmgan" else None
+    holds = index.get("generator", "dfmgan") if isinstance(index, dict) else None  # DFMGAN's predates the key
+    if kind == "inpaint" and holds != "inpaint":
+        raise InputError(f"{folder}: no inpaint painters here (no inpaint/{INDEX}); train them with "
+                         "classify/segment --aug inpaint")
     if not isinstance(index, dict) or not isinstance(index.get("defects"), dict):
         raise InputError(f"{path}: not a generators index (no 'defects')")
-    if index.get("generator", "dfmgan") != "dfmgan":
-        raise InputError(f"{path}: holds {index['generator']} generators, not DFMGAN ones")
+    if holds != kind:
+        raise InputError(f"{path}: holds {holds} generators, not {kind} ones")
+    return path, index
+
+
+def checkpoints_from_folder(folder: Path, kind: str, split: Split, category: str, defects: list[str]) -> dict[str, Path]:
+    """The checkpoints (DFMGAN stage 2 or inpaint painters) a classify/segment run cached for this partition,
+    refused unless trained on exactly this base set (else scoring against it would compare with images the
+    generator never saw, and the generator may have seen this partition's test images)."""
+    path, index = cached_index(folder, kind)
     if index.get("category") not in (None, category):
         raise InputError(f"{path}: generators were trained on category '{index['category']}', not '{category}'")
     key = f"p{split.partition}"
@@ -179,7 +195,7 @@ def checkpoints_from_folder(folder: Path, split: Split, category: str, defects: 
     if not entries:
         have = ", ".join(sorted(index["defects"])) or "none"
         raise InputError(f"{path}: no generators for partition {split.partition} (has {have}); train them with "
-                         f"classify/segment --aug dfmgan --partitions {split.partition}")
+                         f"classify/segment --aug {kind} --partitions {split.partition}")
     out = {}
     for defect in defects:
         entry = entries.get(defect)
@@ -188,21 +204,31 @@ def checkpoints_from_folder(folder: Path, split: Split, category: str, defects: 
         if sorted(entry.get("base", [])) != sorted(split.base[defect]):
             raise InputError(f"{path}: the P{split.partition} '{defect}' generator was trained on another base set "
                              f"than {split.path} names; pass the --manifest that run used")
-        checkpoint = folder / entry["checkpoint"]
+        checkpoint = path.parent / entry["checkpoint"]
         if not checkpoint.is_file():
             raise InputError(f"{checkpoint}: listed in {path.name} but not found")
         out[defect] = checkpoint
     return out
 
 
-def check_checkpoint(path: Path, defect: str, split: Split, category: str) -> None:
-    """An explicit checkpoint must be for this defect type and, where it records them, this category,
-    partition and base set."""
-    from generators.dfmgan.checkpoint import load_checkpoint
+def checkpoint_kind(path: Path, defect: str) -> tuple[str, dict]:
+    """Which generator wrote a --checkpoint file (so each goes to its own --aug), and the file's contents."""
+    from generators.inpaint.checkpoint import is_painter, read_any_checkpoint
 
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found (--checkpoint {defect}=...)")
-    state = load_checkpoint(path, kind="defect")
+    state = read_any_checkpoint(path)
+    if is_painter(state):
+        return "inpaint", state
+    if state.get("kind") == "dfmgan-defect":
+        return "dfmgan", state
+    raise InputError(f"{path}: is a {state.get('kind', 'unknown')} checkpoint, not a DFMGAN stage-2 (dfmgan-defect) "
+                     "or an inpaint painter one")
+
+
+def check_checkpoint(path: Path, state: dict, defect: str, split: Split, category: str) -> None:
+    """An explicit checkpoint must be for this defect type and, where it records them, this category,
+    partition and base set."""
     if state.get("defect_type") != defect:
         raise InputError(f"{path}: is a checkpoint for defect type '{state.get('defect_type')}', not '{defect}'")
     if state.get("category") not in (None, category):
@@ -215,20 +241,34 @@ def check_checkpoint(path: Path, defect: str, split: Split, category: str) -> No
                          f"{split.partition}; pass the --manifest it was trained with")
 
 
-def dfmgan_checkpoints(args, split: Split, category: str) -> tuple[dict[str, Path], str]:
-    explicit = parse_checkpoints(args.checkpoint)
-    for defect, path in explicit.items():
+def explicit_checkpoints(args, split: Split, category: str) -> dict[str, dict[str, Path]]:
+    """--checkpoint DEFECT=PATH sorted by the generator that wrote each file: {dfmgan|inpaint: {defect: path}}."""
+    out: dict[str, dict[str, Path]] = {kind: {} for kind in CACHED}
+    for defect, path in parse_checkpoints(args.checkpoint):
         if defect not in split.defects:
             raise InputError(f"--checkpoint {defect}=...: '{defect}' is not among the defect types scored ({', '.join(split.defects)})")
-        check_checkpoint(path, defect, split, category)
+        kind, state = checkpoint_kind(path, defect)
+        if kind not in args.aug:
+            raise InputError(f"--checkpoint {defect}={path}: is {CACHED[kind]} checkpoint, but --aug has no {kind}")
+        if defect in out[kind]:
+            raise InputError(f"--checkpoint: two {kind} checkpoints for defect type '{defect}'")
+        check_checkpoint(path, state, defect, split, category)
+        out[kind][defect] = path
+    return out
+
+
+def generator_checkpoints(args, kind: str, explicit: dict[str, Path], split: Split,
+                          category: str) -> tuple[dict[str, Path], str]:
+    """One checkpoint per scored defect type for `kind` (dfmgan or inpaint): --checkpoint first, the rest from
+    --generators; and where they came from (for results.json)."""
     missing = [d for d in split.defects if d not in explicit]
     if missing and not args.generators:
         if explicit:
-            raise InputError(f"--aug dfmgan: no checkpoint for defect type(s) {', '.join(missing)}; add --checkpoint "
+            raise InputError(f"--aug {kind}: no checkpoint for defect type(s) {', '.join(missing)}; add --checkpoint "
                              "DEFECT=PATH, --generators DIR, or choose types with --defect")
-        raise InputError("--aug dfmgan needs --generators DIR (the OUT/generators folder of a classify/segment run "
-                         "with --aug dfmgan) or --checkpoint DEFECT=PATH")
-    found = checkpoints_from_folder(Path(args.generators), split, category, missing) if missing else {}
+        raise InputError(f"--aug {kind} needs --generators DIR (the OUT/generators folder of a classify/segment run "
+                         f"with --aug {kind}) or --checkpoint DEFECT=PATH")
+    found = checkpoints_from_folder(Path(args.generators), kind, split, category, missing) if missing else {}
     origin = "checkpoints" if not found else (f"{args.generators}" + (" + checkpoints" if explicit else ""))
     return {d: explicit.get(d) or found[d] for d in split.defects}, origin
 
@@ -375,15 +415,23 @@ def run(args) -> int:
     index = scan_category(args.data, args.category)
     split = Split(args, index, out_dir)
 
-    dfmgan, checkpoints, origin = None, {}, None
-    if "dfmgan" in args.aug:
+    explicit = explicit_checkpoints(args, split, args.category)
+    trained = {kind: generator_checkpoints(args, kind, explicit[kind], split, args.category)
+               for kind in CACHED if kind in args.aug}  # {kind: ({defect: checkpoint}, origin)}
+    dfmgan, painter_side = None, None
+    if "dfmgan" in trained:
         from generators.dfmgan.sampler import DFMGANGenerator
 
-        checkpoints, origin = dfmgan_checkpoints(args, split, args.category)
-        dfmgan = DFMGANGenerator(checkpoints, device=device, truncation=args.truncation, paired_good=False)
+        dfmgan = DFMGANGenerator(trained["dfmgan"][0], device=device, truncation=args.truncation, paired_good=False)
+    if "inpaint" in trained:
+        from generators.inpaint.checkpoint import load_painter_checkpoint
+
+        painter_side = int(load_painter_checkpoint(next(iter(trained["inpaint"][0].values())))["resolution"])
     size = parse_resolution(args.resolution)
     if size is None and dfmgan is not None:
         size = (dfmgan.resolution, dfmgan.resolution)
+    if size is None and painter_side is not None:
+        size = (painter_side, painter_side)
     if size is None and args.images:
         size = folder_size(args, split)
     data = base_only_data(index, split, size)
@@ -391,10 +439,19 @@ def run(args) -> int:
 
     sources: list[Source] = []
     for name in args.aug:
+        if name in trained:
+            checkpoints, origin = trained[name]
+            record = {"kind": name, "from": origin, "checkpoints": {d: str(p) for d, p in checkpoints.items()}}
         if name == "dfmgan":
-            record = {"kind": "dfmgan", "from": origin, "checkpoints": {d: str(p) for d, p in checkpoints.items()},
-                      "resolution": dfmgan.resolution, "truncation": args.truncation}
+            record.update(resolution=dfmgan.resolution, truncation=args.truncation)
             gen = dfmgan
+        elif name == "inpaint":
+            # The painters paint real train/good images at their own resolution (the data is loaded again at that
+            # size, still base set + train/good only); their samples are resized to `size` like every other's.
+            painter_data = data if size == (painter_side, painter_side) else base_only_data(
+                index, split, (painter_side, painter_side))
+            gen = create_generator("inpaint", painter_data, split.base, device=device, checkpoints=checkpoints)
+            record.update(resolution=gen.resolution, masks="deformed base-set masks", painted_on="train/good")
         else:
             gen = create_generator(name, data, split.base, device=device)
             record = {"kind": "classic", "built_from": f"partition {split.partition} base set + train/good"}
