@@ -25,11 +25,12 @@ def headline_chart(results: dict, path: str | Path) -> Path:
         values = [(p["arms"].get(arm) or {}).get(metric) for p in results["partitions"]]
         values = [v for v in values if v is not None]
         ax.scatter([i] * len(values), values, color="black", s=12, zorder=3)
-        ax.annotate(f"{means[i]:.3f}", (i, means[i]), textcoords="offset points", xytext=(0, 4), ha="center",
+        top = max([means[i] + stds[i], *values])  # the label sits above the error bar and every partition's dot
+        ax.annotate(f"{means[i]:.3f}", (i, top), textcoords="offset points", xytext=(0, 5), ha="center",
                     fontsize=8)
     ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel(metric)
-    ax.set_ylim(0, max(1.0, max(means) * 1.1))
+    ax.set_ylim(0, max(1.05, max(m + s for m, s in zip(means, stds)) * 1.15))
     n = len(results["partitions"])
     ax.set_title(f"{results['task']}: {metric}, mean ± std over {n} partition{'s' * (n != 1)}", fontsize=9)
     fig.tight_layout()

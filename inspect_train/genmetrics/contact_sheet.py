@@ -19,6 +19,7 @@ from scipy import ndimage
 TILE = 96
 GAP = 2
 OUTLINE = (255, 40, 40)
+MIN_WIDTH = 640  # pixels: the title and the block labels fit
 
 
 def _tile(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
@@ -38,10 +39,12 @@ def _tile(image: torch.Tensor, mask: torch.Tensor, size: tuple[int, int]) -> np.
 
 def grid(images: torch.Tensor, masks: torch.Tensor, per_row: int = 8, rows: int = 2) -> np.ndarray:
     """Up to per_row * rows (image, outline) tiles in a grid on a dark background."""
-    n = min(len(images), per_row * rows)
     h, w = images.shape[2:]
     scale = TILE / max(h, w)
     size = (max(1, round(h * scale)), max(1, round(w * scale)))
+    if size[1] * per_row < MIN_WIDTH // 2:  # tall, narrow parts: the same samples in one wider row
+        per_row, rows = per_row * rows, 1
+    n = min(len(images), per_row * rows)
     cols, nrows = min(n, per_row), max(1, -(-n // per_row))
     out = np.full((nrows * (size[0] + GAP) + GAP, max(cols, 1) * (size[1] + GAP) + GAP, 3), 40, dtype=np.uint8)
     for i in range(n):
@@ -61,7 +64,7 @@ def contact_sheet(blocks: list[tuple[str, torch.Tensor, torch.Tensor]], title: s
 
     grids = [grid(images, masks, per_row, rows) for _, images, masks in blocks]
     dpi, title_px, label_px = 100, 30, 22
-    width = max(g.shape[1] for g in grids)
+    width = max(MIN_WIDTH, *(g.shape[1] for g in grids))  # room for the title and labels
     heights = [g.shape[0] + label_px for g in grids]
     fig = plt.figure(figsize=(width / dpi, (sum(heights) + title_px) / dpi), dpi=dpi)
     fig.suptitle(title, x=0.01, y=1 - 4 / (sum(heights) + title_px), ha="left", va="top", fontsize=10)
