@@ -74,10 +74,10 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     from inspect_train.data.category import load_category
     from inspect_train.data.toy import write_toy_dataset
-    from inspect_train.models import build_classifier
+    from inspect_train.models.registry import create_classifier
     from inspect_train.online import OnlineBatches, RealPool
     from inspect_train.protocol import get_partition, make_manifest
-    from inspect_train.tasks.classify import _step_fn
+    from inspect_train.tasks.classify import TASK as CLASSIFY
 
     print(f"machine: {machine_line(device)}")
     work = Path(tempfile.mkdtemp(prefix="inloop-"))
@@ -90,11 +90,12 @@ def main(argv=None) -> None:
     pool = RealPool(data, base_names, class_names, device)
 
     torch.manual_seed(0)
-    model = build_classifier(args.model, len(class_names), data.channels, None).to(device).train()
+    model = create_classifier(args.model, len(class_names), data.channels, None).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    classify_step = CLASSIFY.step_fn(None, device)  # the classify task's own loss step
 
     def step(batches) -> None:
-        loss, _ = _step_fn(model, next(batches))
+        loss, _ = classify_step(model, next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     device = resolve_device(args.device)
     from generators.inpaint.api import build_inpaint_generator, fit_inpaint, load_config
     from inspect_train.data.category import load_category
-    from inspect_train.models import build_classifier
+    from inspect_train.models.registry import create_classifier
     from inspect_train.protocol import get_partition, make_manifest
 
     config = load_config(args.config)
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     generator = build_inpaint_generator({defect: ckpt}, data.train_good, {defect: subset}, device)
     rng = torch.Generator(device=device).manual_seed(0)
     torch.manual_seed(0)
-    model = build_classifier(args.model, len(part["defects"]), data.channels, None).to(device).train()
+    model = create_classifier(args.model, len(part["defects"]), data.channels, None).to(device).train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.rand(args.batch_size, data.channels, res, res, device=device)
     y = torch.randint(0, len(part["defects"]), (args.batch_size,), device=device)
