@@ -34,9 +34,10 @@ def register(subparsers) -> None:
     sub = gan.add_subparsers(dest="gan_command", metavar="ACTION")
     sub.required = True
 
-    def common(p, config_default):
+    def common(p, config_default, family="dfmgan"):
+        sizes = "tiny, 128" if family == "inpaint" else "tiny, 64, 128, 256"
         p.add_argument("--config", default=config_default,
-                       help="config name under configs/ (dfmgan-tiny, dfmgan-128, dfmgan-256) or a YAML path")
+                       help=f"config name under configs/ ({family}-{{{sizes}}}) or a YAML path")
         p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
         p.add_argument("--seed", type=int, default=0)
         p.add_argument("--out", required=True, help="output folder (checkpoint, tb/ logs)")
@@ -77,7 +78,7 @@ def register(subparsers) -> None:
     fi.add_argument("--loss", choices=("nsgan", "r3gan"), default=None,
                     help="nsgan: non-saturating logistic + R1 (as DFMGAN); r3gan: relativistic pairing + R1 + R2 "
                          "(default: the config's)")
-    common(fi, "inpaint-128")
+    common(fi, "inpaint-128", family="inpaint")
     fi.set_defaults(func=run_fit_inpaint)
 
     de = sub.add_parser("describe", help="parameter counts of a config's networks")
