@@ -31,3 +31,13 @@ def read_preset(name_or_path: str, family: str) -> tuple[dict, Path]:
     if not isinstance(config, dict):
         raise InputError(f"{path}: a {family} config must be a mapping")
     return config, path
+
+
+def read_required_preset(name_or_path: str, family: str, required: tuple[str, ...]) -> tuple[dict, Path]:
+    """read_preset, then refuse a file missing any `required` key; `name` defaults to the file's stem."""
+    config, path = read_preset(name_or_path, family)
+    missing = [k for k in required if k not in config]
+    if missing:
+        raise InputError(f"{path}: missing keys {', '.join(missing)}")
+    config["name"] = config.get("name") or path.stem
+    return config, path

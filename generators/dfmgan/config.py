@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-
-
-from inspect_train.config_files import read_preset
+from inspect_train.config_files import read_required_preset
 from inspect_train.errors import InputError
 
 REQUIRED = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "channel_max", "res_start",
@@ -13,11 +11,7 @@ REQUIRED = ("resolution", "z_dim", "w_dim", "mapping_layers", "channel_base", "c
 
 def load_config(name_or_path: str) -> dict:
     """'dfmgan-tiny' -> configs/dfmgan-tiny.yaml; a path is read as-is."""
-    config, path = read_preset(name_or_path, "dfmgan")
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise InputError(f"{path}: missing keys {', '.join(missing)}")
-    config["name"] = config.get("name") or path.stem
+    config, path = read_required_preset(name_or_path, "dfmgan", REQUIRED)
     check_config(config, str(path))
     return config
 

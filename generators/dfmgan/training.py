@@ -135,7 +135,13 @@ def resume_from(path: Path, kind: str, parts: dict, ctx, device: torch.device, s
     checkpoint's keys) and this rank's RNG state; return the step to continue from."""
     from generators.dfmgan.checkpoint import load_checkpoint
 
-    state = load_checkpoint(path, kind=kind)
+    return restore_parts(load_checkpoint(path, kind=kind), path, parts, ctx, device, seed, trained_with)
+
+
+def restore_parts(state: dict, path: Path, parts: dict, ctx, device: torch.device, seed: int,
+                  trained_with: str) -> int:
+    """Put a loaded checkpoint's weights, optimiser states and this rank's RNG back; return its step.
+    Shared by every trainer that resumes (DFMGAN stages, the inpaint painter)."""
     try:
         for name, part in parts.items():
             part.load_state_dict(state[name])

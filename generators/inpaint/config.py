@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from inspect_train.config_files import read_preset
+from inspect_train.config_files import read_required_preset
 from inspect_train.errors import InputError
 
 REQUIRED = ("resolution", "painter", "local_d", "match_d", "band", "masks", "train")
@@ -11,11 +11,7 @@ LOSSES = ("nsgan", "r3gan")
 
 def load_config(name_or_path: str) -> dict:
     """'inpaint-tiny' -> configs/inpaint-tiny.yaml; a path is read as-is."""
-    config, path = read_preset(name_or_path, "inpaint")
-    missing = [k for k in REQUIRED if k not in config]
-    if missing:
-        raise InputError(f"{path}: missing keys {', '.join(missing)}")
-    config["name"] = config.get("name") or path.stem
+    config, path = read_required_preset(name_or_path, "inpaint", REQUIRED)
     check_config(config, str(path))
     return config
 

@@ -34,7 +34,7 @@ from torchvision.utils import make_grid
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.grids import overlay, to_unit
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
-from generators.dfmgan.training import (StageLog, adam, check_images, device_of, guard_finite, restore_rng,
+from generators.dfmgan.training import (StageLog, adam, check_images, device_of, guard_finite, restore_parts,
                                         run_state, save_on_main, to_float, update_ema)
 from generators.inpaint.checkpoint import KIND, load_painter_checkpoint, painter_file
 from generators.inpaint.config import LOSSES
@@ -286,12 +286,4 @@ def _resume(path: Path, parts: dict, loss: str, extra: dict | None, ctx, dev, se
         if extra and key in extra and key in state and state[key] != extra[key]:
             raise InputError(f"{path}: was trained on another {key.replace('_', ' ')} "
                              "(start a new --out or drop --resume)")
-    try:
-        for name, part in parts.items():
-            part.load_state_dict(state[name])
-    except (RuntimeError, ValueError, KeyError):
-        raise InputError(f"{path}: cannot resume, it was trained with another config "
-                         "(start a new --out or drop --resume)") from None
-    step = int(state["step"])
-    restore_rng(state, ctx, dev, seed, step)
-    return step
+    return restore_parts(state, path, parts, ctx, dev, seed, "another config")
