@@ -133,9 +133,6 @@ def run_fit_backbone(args) -> int:
 def run_fit_defect(args) -> int:
     from generators.dfmgan.api import fit_defect, load_config
     from generators.dfmgan.checkpoint import load_checkpoint
-    from inspect_train.data.category import load_category
-    from inspect_train.data.mvtec import scan_category
-    from inspect_train.protocol import get_partition, manifest_for_run
 
     _positive_steps(args.steps)
     backbone = load_checkpoint(args.backbone, kind="backbone")
@@ -143,17 +140,7 @@ def run_fit_defect(args) -> int:
     trained_on = backbone["config"].get("category")
     if trained_on and trained_on != args.category:
         raise InputError(f"{args.backbone}: backbone was trained on category '{trained_on}', not '{args.category}'")
-    index = scan_category(args.data, args.category)
-    if args.defect not in index.defects:
-        raise InputError(f"{index.folder / 'test'}: no defect type '{args.defect}' "
-                         f"(have: {', '.join(index.defect_types)})")
-    out = Path(args.out)
-    manifest, manifest_path = manifest_for_run(index, args.manifest, out, args.partitions, args.split_seed)
-    part = get_partition(manifest, args.partition)
-    if args.defect not in part["defects"]:
-        raise InputError(f"{manifest_path}: partition {args.partition} has no split for '{args.defect}'")
-    base = part["defects"][args.defect]["base"]
-    data = load_category(args.data, args.category, size=(res, res), index=index)
+    data, base, manifest_path, out = _partition_base_set(args, res)
     if data.channels != int(backbone["channels"]):
         raise InputError(f"{args.backbone}: backbone has {backbone['channels']} channel(s), "
                          f"'{args.category}' has {data.channels}")
@@ -171,15 +158,14 @@ def run_fit_defect(args) -> int:
         dist_ctx=ctx))
 
 
-def run_fit_inpaint(args) -> int:
-    from generators.inpaint.api import fit_inpaint, load_config
+def _partition_base_set(args, resolution: int):
+    """The category at resolution x resolution, the base-set names of --defect in --partition (the split from
+    --manifest, or made and kept in --out), the manifest's path and the output folder: all a stage-2 or painter
+    trainer may see of that defect type."""
     from inspect_train.data.category import load_category
     from inspect_train.data.mvtec import scan_category
     from inspect_train.protocol import get_partition, manifest_for_run
 
-    _positive_steps(args.steps)
-    config = load_config(args.config)
-    res = int(config["resolution"])
     index = scan_category(args.data, args.category)
     if args.defect not in index.defects:
         raise InputError(f"{index.folder / 'test'}: no defect type '{args.defect}' "
@@ -190,7 +176,17 @@ def run_fit_inpaint(args) -> int:
     if args.defect not in part["defects"]:
         raise InputError(f"{manifest_path}: partition {args.partition} has no split for '{args.defect}'")
     base = part["defects"][args.defect]["base"]
-    data = load_category(args.data, args.category, size=(res, res), index=index)
+    data = load_category(args.data, args.category, size=(resolution, resolution), index=index)
+    return data, base, manifest_path, out
+
+
+def run_fit_inpaint(args) -> int:
+    from generators.inpaint.api import fit_inpaint, load_config
+
+    _positive_steps(args.steps)
+    config = load_config(args.config)
+    res = int(config["resolution"])
+    data, base, manifest_path, out = _partition_base_set(args, res)
     if len(data.train_good) == 0:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
     chosen = data.defects[args.defect].select(base)
