@@ -108,7 +108,7 @@ class ClassifyTask:
         metrics, step = evaluation.metrics, settings.steps
         writer.add_image("eval/confusion_matrix", confusion_image(metrics["confusion_matrix"], tests.classes), step)
         for key, value in metrics.items():
-            if isinstance(value, (int, float)) and value is not None:
+            if isinstance(value, (int, float)):
                 writer.add_scalar(f"eval/{key}", value, step)
         for group in ("per_class_accuracy", "per_class_ap"):
             for name, value in (metrics.get(group) or {}).items():

@@ -193,6 +193,15 @@ class InpaintCache(GeneratorCache):
         return result
 
 
+def at_square_side(data: CategoryData, side: int) -> CategoryData:
+    """The category at side x side, where a generator trains (loaded again only when the task's size differs)."""
+    if tuple(data.size) == (side, side):
+        return data
+    from inspect_train.data.category import load_category
+
+    return load_category(data.index.root, data.index.category, size=(side, side), index=data.index)
+
+
 def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: int, device, manifest_path,
                       gan_config: str | None = None, backbone_steps: int | None = None,
                       defect_steps: int | None = None, progress: bool = True, ctx=None,
@@ -202,13 +211,11 @@ def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: i
     step counts). They train at the GAN config's square resolution (the category is loaded again at that size
     when the task's differs); the online dataset resizes their samples to the task's resolution."""
     from generators.dfmgan.api import load_config
-    from inspect_train.data.category import load_category
 
     name = gan_config or preset.get("gan_config") or "dfmgan-256"
     config = load_config(name)
     side = int(config["resolution"])
-    gan_data = data if tuple(data.size) == (side, side) else load_category(
-        data.index.root, data.index.category, size=(side, side), index=data.index)
+    gan_data = at_square_side(data, side)
     say(f"DFMGAN generators ({config.get('name', name)}, {side}x{side}) cached under {folder}; "
         "missing ones are trained now")
     if torch.device(device).type == "cpu" and side >= 128:
@@ -231,15 +238,13 @@ def open_inpaint_cache(data: CategoryData, folder: Path, *, seed: int, device, m
     resolution (the category is loaded again at that size when the task's differs); the online dataset resizes
     their samples to the task's resolution."""
     from generators.inpaint.api import default_config_for, load_config
-    from inspect_train.data.category import load_category
 
     if steps is not None and steps < 0:
         raise InputError(f"--inpaint-steps {steps}: must be 0 or more")
     name = config or default_config_for(tuple(data.size))
     loaded = load_config(name)
     side = int(loaded["resolution"])
-    inpaint_data = data if tuple(data.size) == (side, side) else load_category(
-        data.index.root, data.index.category, size=(side, side), index=data.index)
+    inpaint_data = at_square_side(data, side)
     say(f"inpaint painters ({loaded.get('name', name)}, {side}x{side}) cached under {folder}; "
         "missing ones are trained now")
     return InpaintCache(folder, loaded, inpaint_data, seed=seed, device=str(device), steps=steps, loss=loss,
