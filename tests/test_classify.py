@@ -125,6 +125,8 @@ def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config
     results = read_results(out)
     check_schema(results, ["dfmgan"], [1])
     assert results["config"]["cpu_threads"] == 1 and results["partitions"][0]["tests"] == {}
+    config = yaml.safe_load((out / "config.yaml").read_text())  # the GAN flags are settings: a rerun repeats them
+    assert config["gan_backbone_steps"] == 2 and config["gan_config"] == results["config"]["gan_config"]
     again = tmp_path / "again"
     assert classify(toy_root, tiny_config, again, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
                     "--generators", str(out / "generators"), "--manifest", str(out / "manifest.json")) == 0

@@ -203,6 +203,6 @@ def test_paper_scale_gan_on_cpu_gets_a_hint(toy_root):
                       manifest_path="m.json", say=said.append)
     assert any("--gan-config dfmgan-64" in line for line in said)
     said.clear()
-    open_dfmgan_cache(data, {}, Path("/nonexistent/gens"), seed=0, device="cpu", manifest_path="m.json",
-                      gan_config="dfmgan-tiny", say=said.append)
+    open_dfmgan_cache(data, {"gan_config": "dfmgan-tiny"}, Path("/nonexistent/gens"), seed=0, device="cpu",
+                      manifest_path="m.json", say=said.append)
     assert not any("days" in line for line in said)

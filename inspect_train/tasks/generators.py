@@ -203,16 +203,14 @@ def at_square_side(data: CategoryData, side: int) -> CategoryData:
 
 
 def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: int, device, manifest_path,
-                      gan_config: str | None = None, backbone_steps: int | None = None,
-                      defect_steps: int | None = None, progress: bool = True, ctx=None,
-                      say: Callable[[str], None] = print) -> DFMGANCache:
-    """The DFMGAN generators of one classify/segment run. The command-line values win; None falls back to the
-    task preset's `gan_config`, `gan_backbone_steps`, `gan_defect_steps` (and dfmgan-256, the DFMGAN config's own
-    step counts). They train at the GAN config's square resolution (the category is loaded again at that size
-    when the task's differs); the online dataset resizes their samples to the task's resolution."""
+                      progress: bool = True, ctx=None, say: Callable[[str], None] = print) -> DFMGANCache:
+    """The DFMGAN generators of one classify/segment run, from the resolved task settings' `gan_config`,
+    `gan_backbone_steps`, `gan_defect_steps` (flags already applied; None falls back to dfmgan-256 and the DFMGAN
+    config's own step counts). They train at the GAN config's square resolution (the category is loaded again at
+    that size when the task's differs); the online dataset resizes their samples to the task's resolution."""
     from generators.dfmgan.api import load_config
 
-    name = gan_config or preset.get("gan_config") or "dfmgan-256"
+    name = preset.get("gan_config") or "dfmgan-256"
     config = load_config(name)
     side = int(config["resolution"])
     gan_data = at_square_side(data, side)
@@ -223,8 +221,7 @@ def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: i
             "0.36 images/s on 2 cores); use a GPU, or --gan-config dfmgan-64 for a CPU-sized run")
     cache = DFMGANCache(
         folder, config, gan_data, seed=seed, device=str(device),
-        backbone_steps=backbone_steps if backbone_steps is not None else preset.get("gan_backbone_steps"),
-        defect_steps=defect_steps if defect_steps is not None else preset.get("gan_defect_steps"),
+        backbone_steps=preset.get("gan_backbone_steps"), defect_steps=preset.get("gan_defect_steps"),
         progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
     cache.config_name = name  # as asked for (a preset name or a path), for the run's record
     return cache

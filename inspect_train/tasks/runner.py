@@ -287,8 +287,7 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
                   "gan_defect_steps": settings.gan_defect_steps}
         cache = open_dfmgan_cache(
             data, preset, folder, seed=args.seed,
-            device=device, manifest_path=manifest_path, gan_config=args.gan_config,
-            backbone_steps=args.backbone_steps, defect_steps=args.defect_steps,
+            device=device, manifest_path=manifest_path,
             progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
     painters = None
     if "inpaint" in arms:  # painters keep their own index in <generators>/inpaint
