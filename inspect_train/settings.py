@@ -45,7 +45,7 @@ class TaskSettings:
     gan_config: str | None = None  # DFMGAN config for --aug dfmgan
     gan_backbone_steps: int | None = None  # null: the DFMGAN config's own step counts
     gan_defect_steps: int | None = None
-    inpaint_config: str | None = None  # painter config for --aug inpaint (null: inpaint-tiny up to 32 px, else inpaint-128)
+    inpaint_config: str | None = None  # painter config for --aug inpaint (null: inpaint-tiny up to 32 px, inpaint-64 up to 64, else inpaint-128)
     inpaint_steps: int | None = None  # null: the painter config's own step count
     inpaint_loss: str | None = None  # nsgan or r3gan (null: the painter config's)
 

@@ -258,3 +258,15 @@ def test_dfmgan_mask_source(toy, part, painters, tmp_path):
     batch = gen.sample(4, "hole", rng(1))
     assert batch.masks.shape == (4, 1, 32, 32) and (batch.masks.flatten(1).sum(1) > 0).all()
     assert gen.mask_source_name == "dfmgan"
+
+
+def test_default_painter_config_is_the_smallest_that_covers_the_task():
+    """A run that names no painter config gets the smallest one at least as large as the task's longer side, and
+    every preset loads and passes the config checks."""
+    from generators.inpaint.config import default_config_for
+
+    assert [default_config_for(size) for size in [(32, 32), (64, 64), (64, 48), (192, 64), (256, 256)]] == [
+        "inpaint-tiny", "inpaint-64", "inpaint-64", "inpaint-128", "inpaint-128"]
+    for name in ("inpaint-tiny", "inpaint-64", "inpaint-128"):
+        config = load_config(name)
+        assert config["local_d"]["crop"] <= (config["train"]["crop"] or config["resolution"]) <= config["resolution"]

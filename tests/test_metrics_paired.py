@@ -99,8 +99,12 @@ def _smooth_case(n=8, h=40, w=24, seed=0):
     return maps, masks
 
 
-def test_binned_all_images_close_to_exact():
+@pytest.mark.parametrize("power", [1, 12])
+def test_binned_all_images_close_to_exact(power):
+    """Close to the exact metrics also when the scores crowd near 0, as a sigmoid map's do (power 12 puts 90% of
+    the pixels below 0.001: one equal-width bin of 1024)."""
     maps, masks = _smooth_case()
+    maps = maps ** power
     exact = segmentation_metrics(maps, masks)
     histograms = _pixel_histograms(maps, masks, region_weights(masks), 1024)
     binned = _binned_pixel_metrics(*(h.sum(axis=0) for h in histograms), max_fpr=0.3)
@@ -129,6 +133,23 @@ def test_segmentation_better_arm_and_exact_difference():
     for key in ("pixel_ap", "pixel_auroc", "aupro", "pixel_f1_max"):
         assert r[key]["low"] > 0, key
         assert r[key]["difference"] == pytest.approx(exact[key][1] - exact[key][0]), key
+        assert r[key]["low"] <= r[key]["difference"] <= r[key]["high"], key
+
+
+def test_segmentation_interval_moves_with_the_exact_difference():
+    """Given exact values, the interval is shifted by the binning's error on all images: moving the exact
+    difference by d moves both ends by d."""
+    maps, masks = _smooth_case()
+    arm = np.clip(maps + 0.1 * masks, 0, 1)
+    exact = {k: (b, a) for (k, b), a in zip(segmentation_metrics(maps, masks).items(),
+                                             segmentation_metrics(arm, masks).values())}
+    plain = segmentation_intervals(maps, arm, masks, sigma=2.0, n_resamples=30)
+    moved = segmentation_intervals(maps, arm, masks, sigma=2.0, n_resamples=30,
+                                   exact={"pixel_ap": (exact["pixel_ap"][0], exact["pixel_ap"][1] + 0.05)})
+    shift = moved["pixel_ap"]["difference"] - plain["pixel_ap"]["difference"]
+    assert moved["pixel_ap"]["low"] == pytest.approx(plain["pixel_ap"]["low"] + shift)
+    assert moved["pixel_ap"]["high"] == pytest.approx(plain["pixel_ap"]["high"] + shift)
+    assert moved["pixel_auroc"] == plain["pixel_auroc"]
 
 
 def test_segmentation_missing_class_in_resamples():

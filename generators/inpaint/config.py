@@ -1,4 +1,4 @@
-"""Inpaint painter configs: YAML presets in configs/ (inpaint-tiny, inpaint-128) or a path, checked on load."""
+"""Inpaint painter configs: YAML presets in configs/ (inpaint-tiny, inpaint-64, inpaint-128) or a path, checked on load."""
 
 from __future__ import annotations
 
@@ -36,6 +36,8 @@ def check_config(config: dict, where: str = "config") -> None:
 
 
 def default_config_for(size: tuple[int, int]) -> str:
-    """The preset to use when a run names none: the tiny painter for tiny tasks (tests, toy runs at 32 px),
-    the CPU-sized 128 one otherwise."""
-    return "inpaint-tiny" if max(size) <= 32 else "inpaint-128"
+    """The preset to use when a run names none: the smallest painter at least as large as the task's longer side
+    (tiny for tests and toy runs at 32 px, 64 for classify-64, 128 above), so no step is spent on pixels the task
+    throws away."""
+    side = max(size)
+    return "inpaint-tiny" if side <= 32 else "inpaint-64" if side <= 64 else "inpaint-128"

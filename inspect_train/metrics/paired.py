@@ -8,12 +8,15 @@ metrics, reported as a percentile interval of arm - baseline.
 Written by hand here: the percentile bootstrap loop, and the binned
 pixel-level curves of `segmentation_intervals`. Recomputing exact
 scikit-learn curves over every pixel for each resample is too slow, so each
-image's pixel scores are counted once into a fixed grid of equal bins on
-[0, 1] (scores outside are clipped into the end bins); a resample's curves are
-sums of its images' histograms, from which the binned pixel AP, AUROC, F1 max
-and AUPRO follow. Scores in one bin count as tied, handled as scikit-learn
-handles ties, so binned values are the exact values of the maps quantised to
-the grid. The McNemar p-value is scipy's binomial test; image-level metrics
+image's pixel scores are counted once into bins whose edges are quantiles of
+that arm's own scores (equal pixel counts per bin; the ranking metrics depend
+on order only, so per-arm edges are fair); a resample's curves are sums of its
+images' histograms, from which the binned pixel AP, AUROC, F1 max and AUPRO
+follow. Scores in one bin count as tied, handled as scikit-learn handles ties,
+so binned values are the exact values of the maps quantised to the bins. When
+the exact values are given, each interval is moved by the binning's error on
+all images (exact difference - binned difference), so it sits around the exact
+difference. The McNemar p-value is scipy's binomial test; image-level metrics
 and areas under curves use scikit-learn.
 """
 
@@ -136,7 +139,8 @@ def _pixel_histograms(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray, 
     if not np.isfinite(maps).all():
         raise ValueError("anomaly maps contain NaN or infinite values")
     n = maps.shape[0]
-    bins = np.clip(np.floor(maps * np.float32(n_bins)), 0, n_bins - 1).astype(np.int64)
+    inner_edges = np.unique(np.quantile(maps, np.linspace(0.0, 1.0, n_bins + 1)[1:-1]))
+    bins = np.searchsorted(inner_edges, maps, side="right").astype(np.int64)
     flat = (bins + (np.arange(n, dtype=np.int64) * n_bins)[:, None, None]).ravel()
     defect = masks.ravel()
     size = n * n_bins
@@ -194,8 +198,9 @@ def segmentation_intervals(maps_baseline, maps_arm, masks, sigma: float, n_resam
     intervals come from binned curves (see the module docstring); image AUROC
     and AP use the image scores (max of the map smoothed by `sigma`) directly.
     `exact` {metric: (baseline, arm)}, e.g. from `segmentation_metrics`,
-    supplies the reported difference; without it the all-images binned value
-    is used for the pixel metrics.
+    supplies the reported difference, and the interval moves with it by the
+    binning's error; without it the all-images binned value is used for the
+    pixel metrics.
     """
     if not 0 < max_fpr <= 1:
         raise ValueError(f"max_fpr must be in (0, 1], got {max_fpr}")
@@ -221,6 +226,12 @@ def segmentation_intervals(maps_baseline, maps_arm, masks, sigma: float, n_resam
 
     intervals = _bootstrap_many(statistic, n, n_resamples, seed, confidence)
     for key, (baseline, arm) in (exact or {}).items():
-        if key in intervals:
-            intervals[key]["difference"] = None if _undefined(baseline) or _undefined(arm) else float(arm) - float(baseline)
+        if key not in intervals:
+            continue
+        entry = intervals[key]
+        exact_difference = None if _undefined(baseline) or _undefined(arm) else float(arm) - float(baseline)
+        if exact_difference is not None and entry["difference"] is not None and entry["low"] is not None:
+            shift = exact_difference - entry["difference"]
+            entry["low"], entry["high"] = entry["low"] + shift, entry["high"] + shift
+        entry["difference"] = exact_difference
     return intervals

@@ -231,8 +231,8 @@ def open_inpaint_cache(data: CategoryData, folder: Path, *, seed: int, device, m
                        config: str | None = None, steps: int | None = None, loss: str | None = None,
                        progress: bool = True, ctx=None, say: Callable[[str], None] = print) -> InpaintCache:
     """The inpaint painters of one classify/segment run, under `folder`. `config` None: inpaint-tiny for a task
-    at 32 px or less, else inpaint-128; `steps` None: the config's. They train at the config's square
-    resolution (the category is loaded again at that size when the task's differs); the online dataset resizes
+    at 32 px or less, inpaint-64 up to 64 px, else inpaint-128; `steps` None: the config's. They train at the
+    config's square resolution (the category is loaded again at that size when the task's differs); the online dataset resizes
     their samples to the task's resolution."""
     from generators.inpaint.api import default_config_for, load_config
 
