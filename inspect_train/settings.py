@@ -60,6 +60,10 @@ class TaskSettings:
             raise InputError(f"--lr must be positive (got {self.lr})")
         if self.cpu_threads is not None and int(self.cpu_threads) < 1:
             raise InputError(f"--threads must be at least 1 (got {self.cpu_threads})")
+        source = ((self.generators or {}).get("inpaint") or {}).get("mask_source")
+        if source not in (None, "base", "dfmgan") and not Path(str(source)).is_dir():
+            # checked before any arm trains: a typo must not surface after the baseline's hour
+            raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
 
 
 @dataclass
@@ -112,6 +116,11 @@ def resolve_settings(settings_class: type, task: str, preset: str, args) -> Task
             setattr(settings, name, value)
     if getattr(args, "with_good", False):
         settings.with_good = True
+    mask_source = getattr(args, "mask_source", None)
+    if mask_source:  # a generator option: lives with the preset's other inpaint options
+        generators = dict(settings.generators or {})
+        generators["inpaint"] = {**(generators.get("inpaint") or {}), "mask_source": mask_source}
+        settings.generators = generators
     encoder = getattr(args, "encoder", None)
     if encoder:
         settings.models = {**settings.models, settings.model: {**settings.model_config(), "encoder": encoder}}

@@ -4,6 +4,7 @@ painted image per mask with boxes, and bad input is one line with exit code 2.""
 
 import csv
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -55,6 +56,32 @@ def test_segment_reuses_the_painters(classify_run, toy_root, tmp_path, capsys):
     assert results["partitions"][0]["runs"]["inpaint"]["synthetic_samples_seen"] == 2 * 8
 
 
+def test_mask_source_flag_dfmgan_and_folder(classify_run, toy_root, tmp_path):
+    """--mask-source dfmgan trains the DFMGAN generators it needs and paints into their masks; a folder paints into
+    the user's masks; either way config.yaml records the source, so a rerun of it repeats the run."""
+    import yaml
+
+    _, first = classify_run
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    arr = np.zeros((32, 32), dtype=np.uint8)
+    arr[10:12, 4:28] = 255
+    Image.fromarray(arr).save(masks / "line.png")
+    common = ["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny", "--partitions",
+              "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint", "--no-baseline",
+              "--manifest", str(first / "manifest.json")]
+    for source, out in (("dfmgan", tmp_path / "dfm"), (str(masks), tmp_path / "folder")):
+        gens = tmp_path / f"gens-{out.name}"
+        shutil.copytree(first / "generators" / "inpaint", gens / "inpaint")  # the painters, not DFMGAN
+        assert main([*common, "--mask-source", source, "--generators", str(gens), "--backbone-steps", "1",
+                     "--defect-steps", "1", "--out", str(out)]) == 0
+        config = yaml.safe_load((out / "config.yaml").read_text())
+        assert config["generators"]["inpaint"]["mask_source"] == source
+        results = json.loads((out / "results.json").read_text())
+        assert results["partitions"][0]["runs"]["inpaint"]["synthetic_samples_seen"] == 2 * 8
+        assert (gens / "index.json").is_file() == (source == "dfmgan"), "DFMGAN trained only when its masks are used"
+
+
 def test_fit_inpaint_then_generate_from_masks(toy_root, tmp_path, capsys):
     out = tmp_path / "painter"
     assert main(["gan", "fit-inpaint", "--data", str(toy_root), "--category", "toy", "--defect", "scratch",
@@ -104,6 +131,8 @@ def test_fit_inpaint_then_generate_from_masks(toy_root, tmp_path, capsys):
       "--out", "{tmp}/o", "--config", "inpaint-nope"], "config not found"),
     (["classify", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--inpaint-steps", "-1",
       "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "--inpaint-steps"),
+    (["segment", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--mask-source", "{tmp}/nowhere",
+      "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "not base, dfmgan or a folder"),
 ])
 def test_bad_input_is_one_line_exit_2(toy_root, tmp_path, capsys, argv, message):
     empty = tmp_path / "empty"

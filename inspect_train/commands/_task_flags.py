@@ -46,6 +46,10 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
     p.add_argument("--inpaint-steps", type=int, help="--aug inpaint: training steps of each painter (per defect type "
                                                      "and partition) when it is trained here (default: the inpaint "
                                                      "config's)")
+    p.add_argument("--mask-source", metavar="SOURCE",
+                   help="--aug inpaint: where each painted defect goes: base (fresh deformed masks of the "
+                        "partition's base images; the default), dfmgan (masks drawn by DFMGAN stage-2 generators, "
+                        "trained when missing) or a folder of mask PNGs you drew")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and every sample (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: the preset's cpu_threads, else torch's)")
