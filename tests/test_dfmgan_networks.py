@@ -72,6 +72,43 @@ def test_residual_off_equals_backbone(tiny):
     assert ((defect - good).abs().flatten(1).amax(1)[on] > 1e-4).all()
 
 
+@pytest.mark.parametrize("wiring", ["injected", "residual"])
+def test_residual_block_input_wiring(tiny, wiring):
+    """Paper wiring ("injected"): the residual block above the first reads the defect-injected features of the
+    resolution below (backbone features + residual inside the mask), so it sees the local background; the
+    former wiring ("residual") reads the previous residual block's output alone. Both autograd and the
+    no-grad sampling path compute the same images."""
+    G = _gen({**tiny, "residual_input": wiring}, 1, seed=2)
+    start = int(tiny["res_start"])
+    seen = {}
+    G.blocks[G.resolutions.index(start)].conv1.register_forward_hook(lambda m, i, o: seen.__setitem__("x", o))
+    G.res_blocks[str(start)].register_forward_hook(lambda m, i, o: seen.__setitem__("res", o))
+    G.to_mask.register_forward_hook(lambda m, i, o: seen.__setitem__("mask", o))
+    G.res_blocks[str(2 * start)].register_forward_pre_hook(lambda m, args: seen.__setitem__("input", args[0]))
+    n = 4
+    z, zd = torch.randn(n, G.z_dim), torch.randn(n, G.z_dim)
+    noise = G.make_noise(n, "cpu", torch.Generator().manual_seed(1))
+    for with_good in (True, False):
+        with torch.enable_grad():
+            images, _, _ = G.synthesize_defect(G.mapping(z), G.defect_mapping(zd), noise, with_good=with_good)
+        x = seen["x"][n:] if with_good else seen["x"]
+        injected = x + seen["res"] * (seen["mask"] >= 0).float()
+        expected = injected if wiring == "injected" else seen["res"]
+        torch.testing.assert_close(seen["input"], expected)
+        assert not torch.allclose(injected, seen["res"])
+        with torch.no_grad():
+            sampled, _, _ = G.synthesize_defect(G.mapping(z), G.defect_mapping(zd), noise, with_good=with_good)
+        torch.testing.assert_close(sampled, images.detach(), atol=1e-5, rtol=0)
+
+
+def test_checkpoint_config_without_wiring_key_keeps_the_former_wiring(tiny):
+    """Generators trained before the option existed have no `residual_input` in their config: they are rebuilt
+    with the wiring they were trained with; a config loaded for a new run gets the paper's."""
+    assert tiny["residual_input"] == "injected"
+    old = {k: v for k, v in tiny.items() if k != "residual_input"}
+    assert Generator(old, 1).residual_input == "residual"
+
+
 def test_all_negative_mask_gives_the_good_image(tiny):
     G = _gen(tiny, 1, seed=4)
     with torch.no_grad():

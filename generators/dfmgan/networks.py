@@ -30,6 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from generators.dfmgan.config import LEGACY_RESIDUAL_INPUT
+
 SQRT2 = math.sqrt(2.0)
 
 
@@ -278,6 +280,8 @@ class Generator(nn.Module):
             SynthesisBlock(self.ch(max(r // 2, 4)), self.ch(r), self.w_dim, self.img_channels, first=(r == 4))
             for r in self.resolutions
         )
+        # residual blocks above the first read the defect-injected features (paper) or the last residual output
+        self.residual_input = str(config.get("residual_input", LEGACY_RESIDUAL_INPUT))
         self.defect_mapping = None
         self.res_blocks = None
         self.to_mask = None
@@ -347,7 +351,13 @@ class Generator(nn.Module):
                     x = self._layout(x)
                 img = block.rgb(x, img, w)
                 continue
-            res_x = self.res_blocks[str(r)](x if r == self.res_start else res_x, w_defect, noise[-r])
+            if r == self.res_start:
+                res_in = x
+            elif self.residual_input == "injected":  # the defect branch's features, defect already added
+                res_in = x[n:] if with_good else x
+            else:
+                res_in = res_x
+            res_x = self.res_blocks[str(r)](res_in, w_defect, noise[-r])
             if r == self.res_start:
                 mask = self.to_mask(res_x, w_defect)
                 if with_good:
