@@ -4,6 +4,9 @@ One writer and one reader so a person and a script read every task's results the
 arms (`none`, the real-only baseline, and one per generator); each partition holds every arm's metrics,
 its training record and its paired tests against the baseline on the same test images.
 
+An open-set run (`classify --open-set`) adds an `open_set` section (inspect_train.tasks.open_set): its
+partitions' arms hold the mean over the held-out types, so the usual summary is the overall one.
+
 Summary statistics: `mean` over partitions and `std` as the sample standard deviation (n - 1; 0.0 when there
 is one partition), with `n` stated. `difference[arm][m]` is the mean and std over partitions of
 (arm - baseline), only over partitions that have both.
@@ -217,6 +220,29 @@ def _dict_metric_tables(results: dict) -> list[str]:
     return lines
 
 
+def open_set_table(results: dict) -> list[str]:
+    """Per held-out type and arm, each open-set metric's mean ± std over partitions, and arm - baseline."""
+    section = results.get("open_set")
+    if not section:
+        return []
+    metrics, baseline = section["metrics"], results.get("baseline")
+    scores = "; ".join(f"{name} = {text}" for name, text in section["unknown_scores"].items())
+    lines = ["", f"**Open set.** Each defect type in turn held out of training (no base image, no generator); its "
+             f"images are the unknown positives, the known types' test images the negatives. Unknown scores: "
+             f"{scores}. fpr95 = false-positive rate at 95% true-positive rate. Mean ± std over partitions; the "
+             "tables above are the means over the held-out types.", "",
+             "| held out | arm | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
+    for held_out, summary in section["summary"]["per_type"].items():
+        for arm in results["arms"]:
+            stats = summary["arms"].get(arm, {})
+            lines.append(f"| {held_out} | {arm} | " + " | ".join(fmt_stats(stats.get(m)) for m in metrics) + " |")
+            diff = summary["difference"].get(arm)
+            if diff is not None:
+                lines.append(f"| {held_out} | {arm} - {baseline} | "
+                             + " | ".join(fmt_stats(diff.get(m), signed=True) for m in metrics) + " |")
+    return lines
+
+
 def write_report_md(results: dict, path: str | Path, chart: Path | None = None) -> Path:
     """A page a person reads: what ran, on which split and schedule, the tables, and whether it is noise."""
     arms = results["arms"]
@@ -245,6 +271,7 @@ def write_report_md(results: dict, path: str | Path, chart: Path | None = None) 
         lines += ["", f"![{results.get('headline')}]({Path(chart).name})"]
     for metric in results["metrics"]:
         lines += ["", *metric_table(results, metric)]
+    lines += open_set_table(results)
     lines += tests_table(results)
     lines += _dict_metric_tables(results)
     path = Path(path)
@@ -269,5 +296,8 @@ def print_summary(results: dict, out: Path) -> None:
             parts.append(text)
         if parts:
             print(f"{metric}: " + " | ".join(parts))
+    if results.get("open_set"):
+        print(f"open set: held out {', '.join(results['open_set']['held_out_types'])} in turn (the lines above "
+              f"are means over them); per held-out type in {out / REPORT_NAME}")
     print(f"results: {out / RESULTS_NAME}, {out / REPORT_NAME}; models and predictions: {out}/P<k>/<arm>/; "
           f"TensorBoard: tensorboard --logdir {out / 'tb'}")

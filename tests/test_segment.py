@@ -179,13 +179,13 @@ def test_dfmgan_generators_are_trained_and_cached(tmp_path, toy_root):
 
 
 def test_classify_and_segment_take_the_same_flags():
-    """One task shape: the same flags with the same meaning; each task adds only its own (--with-good, --encoder)."""
+    """One task shape: the same flags with the same meaning; each task adds only its own (--with-good, --open-set, --unknown; --encoder)."""
     from inspect_train.cli import build_parser
 
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices
     flags = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("classify", "segment")}
-    assert flags["classify"] - flags["segment"] == {"--with-good"}
+    assert flags["classify"] - flags["segment"] == {"--with-good", "--open-set", "--unknown"}
     assert flags["segment"] - flags["classify"] == {"--encoder"}
     for name in ("classify", "segment"):
         aug = next(a for a in commands[name]._actions if "--aug" in a.option_strings)

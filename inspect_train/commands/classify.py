@@ -18,6 +18,13 @@ def register(subparsers) -> None:
                        model_help="any timm model name (preset: resnet34 with --data, resnet18 on the toy data)")
     p.add_argument("--with-good", action="store_true",
                    help="add a 'good' class (train/good to train, test/good to test); adds defect-vs-good AP/AUROC")
+    p.add_argument("--open-set", action="store_true",
+                   help="open-set evaluation: in each partition hold each defect type out in turn (no base image, no "
+                        "generator), train every arm on the rest and test on the known test images plus all of the "
+                        "held-out type's; reports unknown-vs-known AUROC, AU-PR and FPR@95%%TPR of the max-softmax "
+                        "and energy scores, and the closed-set accuracy")
+    p.add_argument("--unknown", nargs="+", metavar="T",
+                   help="--open-set: hold out only these defect types, each in turn (implies --open-set)")
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,9 @@
 Classes are the defect types, as in the DFMGAN paper. Scores: accuracy, balanced accuracy, per-class
 accuracy and the confusion matrix from the arg-max, and AU-PR (one-vs-rest average precision of each class's
 softmax score, and their macro mean); with `with_good` also defect-vs-good AP and AUROC on 1 - p(good).
+Open set (`--open-set`, a held-out type's images in the test set): the unknown scores' AUROC, AU-PR and
+FPR@95%TPR and the closed-set accuracy (inspect_train.metrics.open_set), with the classification metrics of the
+known images alone under `closed_set`.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from inspect_train.errors import InputError
+from inspect_train.metrics.open_set import OPEN_SET_METRICS
 from inspect_train.online import GOOD
 from inspect_train.settings import ClassifySettings
 from inspect_train.tasks.runner import Evaluation, TestSet
@@ -31,14 +35,33 @@ def class_names_for(defect_types: list[str], with_good: bool) -> list[str]:
 
 
 @torch.no_grad()
-def class_probabilities(model, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
-    """Softmax scores (N, K) on the CPU, from uint8 images."""
+def class_logits(model, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    """Logits (N, K) on the CPU, from uint8 images (the energy score needs them, not just the softmax)."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size].to(device).float().div_(255.0)
-        out.append(torch.softmax(model(chunk).float(), dim=1).cpu())
+        out.append(model(chunk).float().cpu())
     return torch.cat(out)
+
+
+def class_probabilities(model, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
+    """Softmax scores (N, K) on the CPU, from uint8 images."""
+    return torch.softmax(class_logits(model, images, device, batch_size), dim=1)
+
+
+def _open_set_evaluation(logits: torch.Tensor, tests: TestSet) -> Evaluation:
+    """The open-set scores on every image, and the closed-set metrics on the known images alone."""
+    from inspect_train.metrics.classification import classification_metrics
+    from inspect_train.metrics.open_set import open_set_metrics, unknown_scores
+
+    probabilities = torch.softmax(logits, dim=1)
+    known = ~tests.unknown
+    metrics = open_set_metrics(logits.numpy(), tests.labels.numpy(), tests.unknown.numpy())
+    metrics["closed_set"] = classification_metrics(probabilities[known].numpy(), tests.labels[known].numpy(),
+                                                   tests.classes, good_class=GOOD)
+    scores = {name: torch.from_numpy(values) for name, values in unknown_scores(logits.numpy()).items()}
+    return Evaluation(metrics, probabilities, unknown_scores=scores)
 
 
 def _step(model, batch):
@@ -60,6 +83,8 @@ class ClassifyTask:
     settings_class = ClassifySettings
     toy_preset, data_preset = "classify-toy", "classify-256"
     headline = "accuracy"
+    open_set_metrics = OPEN_SET_METRICS  # what an --open-set run summarises, and its bar chart
+    open_set_headline = "msp_auroc"
     find_unused_parameters = False
 
     def summary_metrics(self, settings: ClassifySettings) -> list[str]:
@@ -98,7 +123,10 @@ class ClassifyTask:
     def evaluate(self, model, tests: TestSet, settings, device) -> Evaluation:
         from inspect_train.metrics.classification import classification_metrics
 
-        probabilities = class_probabilities(model, tests.images, device, settings.eval_batch_size)
+        logits = class_logits(model, tests.images, device, settings.eval_batch_size)
+        if tests.unknown is not None:
+            return _open_set_evaluation(logits, tests)
+        probabilities = torch.softmax(logits, dim=1)
         metrics = classification_metrics(probabilities.numpy(), tests.labels.numpy(), tests.classes, good_class=GOOD)
         return Evaluation(metrics, probabilities)
 
@@ -106,10 +134,18 @@ class ClassifyTask:
         from inspect_train.tasks.common import confusion_image
 
         metrics, step = evaluation.metrics, settings.steps
-        writer.add_image("eval/confusion_matrix", confusion_image(metrics["confusion_matrix"], tests.classes), step)
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
                 writer.add_scalar(f"eval/{key}", value, step)
+        if tests.unknown is not None:
+            for name, score in (evaluation.unknown_scores or {}).items():
+                writer.add_pr_curve(f"eval/pr/unknown_{name}", tests.unknown, score, step)
+            metrics = metrics["closed_set"]  # the rest: the known images alone
+            known = ~tests.unknown
+            tests = TestSet(tests.names, tests.images[known], tests.masks[known], tests.labels[known], tests.classes,
+                            tests.n_defect)
+            evaluation = Evaluation(metrics, evaluation.outputs[known])
+        writer.add_image("eval/confusion_matrix", confusion_image(metrics["confusion_matrix"], tests.classes), step)
         for group in ("per_class_accuracy", "per_class_ap"):
             for name, value in (metrics.get(group) or {}).items():
                 writer.add_scalar(f"eval/{group}/{name}", value, step)
@@ -123,14 +159,21 @@ class ClassifyTask:
                                 step)
 
     def prediction_rows(self, tests: TestSet, evaluation: Evaluation, threshold, settings) -> list[dict]:
+        from inspect_train.tasks.open_set import UNKNOWN
+
         probabilities = evaluation.outputs
         predicted = probabilities.argmax(1)
+        scores = evaluation.unknown_scores or {}
         rows = []
         for i, name in enumerate(tests.names):
-            row = {"file": name, "true_class": tests.classes[int(tests.labels[i])],
+            unknown = tests.unknown is not None and bool(tests.unknown[i])
+            row = {"file": name, "true_class": UNKNOWN if unknown else tests.classes[int(tests.labels[i])],
                    "predicted_class": tests.classes[int(predicted[i])],
-                   "correct": int(predicted[i] == tests.labels[i]), "score": round(float(probabilities[i].max()), 6)}
+                   # a held-out image has no right class to pick: blank, not wrong
+                   "correct": "" if unknown else int(predicted[i] == tests.labels[i]),
+                   "score": round(float(probabilities[i].max()), 6)}
             row.update({f"p_{c}": round(float(probabilities[i, j]), 6) for j, c in enumerate(tests.classes)})
+            row.update({f"unknown_{s}": round(float(values[i]), 6) for s, values in scores.items()})
             rows.append(row)
         return rows
 

@@ -11,6 +11,10 @@ Output layout, the same for every task:
 
     OUT/config.yaml  manifest.json  results.json  report.md  summary.png
     OUT/P<k>/<arm>/model.pt  predictions.csv          OUT/tb/P<k>/<arm>/   OUT/generators/ (dfmgan)
+
+Open set (`classify --open-set`, see inspect_train.tasks.open_set): inside each partition the same arms run once
+per held-out defect type, on the partition without that type, into OUT/P<k>/<arm>/unknown-<type>/ (and
+OUT/tb/P<k>/<arm>/unknown-<type>/); the test set adds every image of the held-out type, labelled unknown.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class TestSet:
     labels: torch.Tensor  # long (N,), index into classes
     classes: list[str]
     n_defect: int
+    unknown: torch.Tensor | None = None  # open set: bool (N,), the held-out type's images (label -1)
 
 
 @dataclass
@@ -54,6 +59,7 @@ class Evaluation:
 
     metrics: dict[str, Any]
     outputs: torch.Tensor
+    unknown_scores: dict[str, torch.Tensor] | None = None  # open set: per image, each unknown score (N,)
 
 
 class Task(Protocol):
@@ -79,6 +85,8 @@ class Task(Protocol):
                         settings) -> list[dict]: ...
     def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings, seed: int) -> dict: ...
     def decision_threshold(self, model, pool: RealPool, settings, device) -> dict | None: ...
+    # A task that can run --open-set also has `open_set_metrics: list[str]` (what such a run summarises) and
+    # `open_set_headline: str`, and its evaluate() scores the TestSet's `unknown` images (see tasks.classify).
 
 
 # ----------------------------------------------------------------------------- arms and data
@@ -135,7 +143,7 @@ def steps_for_epochs(epochs: float, data: CategoryData, part: dict, classes: lis
 
 
 def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, part: dict, classes: list[str],
-              generator, seed: int, device, log_dir: Path, ctx):
+              generator, seed: int, device, log_dir: Path, ctx, label: str | None = None):
     """Train one arm's model on the real pool plus fresh samples of `generator`; returns
     (the plain trained model, its OnlineBatches, the TensorBoard writer (rank 0) or None, last logged scalars).
 
@@ -167,11 +175,12 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
         if syn.any():
             writer.add_image("fed/synthetic_with_masks", sample_grid(batch.images[syn], batch.masks[syn]), step)
 
+    label = label or f"P{part['partition']} {arm}"
     last = train_fixed_steps(model, batches, steps, task.step_fn(settings, device), optimizer, scheduler, writer,
-                             desc=f"P{part['partition']} {arm}", log_every=settings.log_every, on_batch=on_batch,
+                             desc=label, log_every=settings.log_every, on_batch=on_batch,
                              progress=getattr(settings, "progress", True) and ctx.is_main)
     if not math.isfinite(last.get("loss", math.nan)):
-        raise RuntimeError(f"P{part['partition']} {arm}: the training loss is {last.get('loss')} at the end")
+        raise RuntimeError(f"{label}: the training loss is {last.get('loss')} at the end")
     return finish_training(model, ctx), batches, writer, last, pool
 
 
@@ -186,29 +195,58 @@ def write_predictions(rows: list[dict], path: Path) -> Path:
 
 def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manifest: dict, partition: int,
                   arms: list[str], make_generator: Callable, seed: int, device, out: Path, ctx,
-                  trained_on: dict) -> dict:
-    """Every arm of one partition: train, evaluate on the test set, save, test against the baseline."""
-    from inspect_train.models.checkpoint import save_model
+                  trained_on: dict, held_out_types: list[str] | None = None) -> dict:
+    """Every arm of one partition: train, evaluate on the test set, save, test against the baseline.
+
+    With `held_out_types` (open set) the arms run once per held-out type, each on the partition without it;
+    the entry's arms are then the means over those runs and `held_out` holds each run's own entry.
+    """
     from inspect_train.protocol import get_partition
-    from inspect_train.tasks.common import debug_dump, gather_union
+    from inspect_train.tasks.open_set import partition_entry
 
     part = get_partition(manifest, partition)
+    if not held_out_types:
+        return _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on)
+    held = {t: _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on,
+                         held_out=t) for t in held_out_types}
+    return partition_entry(partition, held, arms, task.open_set_metrics)
+
+
+def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict, arms: list[str],
+              make_generator: Callable, seed: int, device, out: Path, ctx, trained_on: dict,
+              held_out: str | None = None) -> dict:
+    """The arms on one partition; with `held_out`, on the partition without that type (whose images all join
+    the test set as unknown), each arm into its own unknown-<type> folder."""
+    from inspect_train.models.checkpoint import save_model
+    from inspect_train.tasks.common import debug_dump, gather_union
+    from inspect_train.tasks.open_set import known_part, with_unknown
+
+    partition = part["partition"]
+    full, part = part, (known_part(part, held_out) if held_out else part)
     classes = task.class_names(settings, sorted(part["defects"]))
     tests = make_test_set(data, part, classes)
+    n_unknown = 0
+    if held_out:
+        tests = with_unknown(tests, data, full, held_out)
+        n_unknown = int(tests.unknown.sum())
     entry: dict[str, Any] = {
         "partition": partition, "arms": {}, "runs": {}, "tests": {},
         "real_defects": sum(len(names) for names in base_names_of(part, classes).values()),
-        "test_defects": tests.n_defect, "test_good": len(tests.names) - tests.n_defect,
+        "test_defects": tests.n_defect, "test_good": len(tests.names) - tests.n_defect - n_unknown,
     }
+    if held_out:
+        entry.update(held_out=held_out, classes=list(classes), test_unknown=n_unknown)
     used: set = set()
     baseline: Evaluation | None = None
     for arm in arms:
         started = time.time()
         generator = None if arm in REAL_ONLY else make_generator(arm, partition, base_names_of(part, classes))
-        folder = out / f"P{partition}" / arm
+        place = Path(f"P{partition}", arm, *([f"unknown-{held_out}"] if held_out else []))
+        folder = out / place
+        label = f"P{partition} {arm}" + (f" (unknown {held_out})" if held_out else "")
         model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
-                                                       device, out / "tb" / f"P{partition}" / arm, ctx)
-        debug_dump(ctx, model, f"P{partition}-{arm}")
+                                                       device, out / "tb" / place, ctx, label=label)
+        debug_dump(ctx, model, "-".join(place.parts))
         used |= gather_union(ctx, set(batches.served_real))
         if not ctx.is_main:
             ctx.barrier()  # rank 0 evaluates and saves
@@ -223,7 +261,8 @@ def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manife
             save_model(folder / "model.pt", model, architecture=task.architecture(settings, data, classes),
                        classes=classes, resolution=data.size, channels=data.channels, threshold=threshold,
                        trained_on={**trained_on, "partition": partition, "arm": arm, "steps": settings.steps,
-                                   "base": base_names_of(part, classes)})
+                                   "base": base_names_of(part, classes),
+                                   **({"held_out": held_out} if held_out else {})})
         write_predictions(task.prediction_rows(tests, evaluation, threshold, settings), folder / "predictions.csv")
         entry["arms"][arm] = evaluation.metrics
         entry["runs"][arm] = {
@@ -235,7 +274,7 @@ def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manife
         }
         if arm == BASELINE:
             baseline = evaluation
-        elif baseline is not None:
+        elif baseline is not None and not held_out:  # (no paired tests of the open-set scores yet)
             entry["tests"][arm] = task.paired_tests(tests, baseline, evaluation, settings, seed)
         ctx.barrier()
     # The audit trail of the protocol: every real image any arm trained on, as (class, file name).
@@ -267,6 +306,18 @@ def _check_args(args) -> None:
         raise InputError(f"--partitions must be numbers from 1 (got {args.partitions})")
     if args.epochs is not None and args.epochs <= 0:
         raise InputError(f"--epochs must be positive (got {args.epochs})")
+
+
+def _open_set_types(task: Task, args, defect_types: list[str]) -> list[str] | None:
+    """The held-out types of an open-set run (--open-set, or --unknown T ... which implies it), else None."""
+    named = getattr(args, "unknown", None)
+    if not (getattr(args, "open_set", False) or named):
+        return None
+    if not hasattr(task, "open_set_metrics"):
+        raise InputError(f"{task.name} has no open-set evaluation")
+    from inspect_train.tasks.open_set import held_out_types
+
+    return held_out_types(named, defect_types)
 
 
 def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: CategoryData, out: Path, args,
@@ -346,6 +397,7 @@ def _run(task: Task, args, ctx) -> int:
         say(f"no --data: using the toy dataset written to {data_root / category}")
     index = scan_category(data_root, category)
     task.class_names(settings, index.defect_types)  # a one-class problem fails before any image is read
+    held_out = _open_set_types(task, args, index.defect_types)
     out.mkdir(parents=True, exist_ok=True)
     count = max(3, *args.partitions)
     manifest, manifest_path = main_first(
@@ -363,16 +415,18 @@ def _run(task: Task, args, ctx) -> int:
     run = {"task": task.name, "aug": arms, "data": str(data_root), "category": category,
            "partitions": list(args.partitions), "seed": args.seed, "manifest": str(manifest_path),
            "device": str(device), "resolution": list(data.size), "channels": data.channels, "preset": str(preset),
-           **({"processes": ctx.world_size} if ctx.enabled else {})}
+           **({"processes": ctx.world_size} if ctx.enabled else {}),
+           **({"open_set": held_out} if held_out else {})}
     if ctx.is_main:
         write_config(settings, out / "config.yaml", run)
     make = generator_maker(task, settings, arms, data, out, args, manifest_path, device, ctx, say)
     entries = []
     trained_on = {"category": category, "data": str(data_root), "manifest": str(manifest_path), "seed": args.seed}
     for k in args.partitions:
-        say(f"P{k}: training {', '.join(arms)} for {settings.steps} steps each")
+        say(f"P{k}: training {', '.join(arms)} for {settings.steps} steps each"
+            + (f", once per held-out type ({', '.join(held_out)})" if held_out else ""))
         entries.append(run_partition(task, settings, data, manifest, k, arms, make, args.seed, device, out, ctx,
-                                     trained_on))
+                                     trained_on, held_out_types=held_out))
     if not ctx.is_main:
         return 0  # rank 0 evaluated and writes the results
     n_synthetic = round(settings.synthetic_ratio * settings.batch_size)
@@ -381,10 +435,19 @@ def _run(task: Task, args, ctx) -> int:
                 "evaluated": "the last step (fixed schedule, no checkpoint selection)"}
     config = {**dataclasses.asdict(settings), "run": run}
     config.pop("progress", None)
-    results = write_results(out, run_record(
-        task=task.name, arms=arms, baseline=BASELINE if BASELINE in arms else None,
-        metrics=task.summary_metrics(settings),
-        headline=task.headline, command=command_line(task.name, args), config=config, manifest=manifest_path,
-        schedule=schedule, partitions=entries, started=started))
+    baseline = BASELINE if BASELINE in arms else None
+    metrics = task.open_set_metrics if held_out else task.summary_metrics(settings)
+    open_set = None
+    if held_out:
+        from inspect_train.tasks.open_set import section
+
+        open_set = section(entries, arms, metrics, baseline, held_out)
+    record = run_record(
+        task=task.name, arms=arms, baseline=baseline, metrics=metrics,
+        headline=task.open_set_headline if held_out else task.headline, command=command_line(task.name, args),
+        config=config, manifest=manifest_path, schedule=schedule, partitions=entries, started=started)
+    if open_set is not None:
+        record["open_set"] = open_set
+    results = write_results(out, record)
     print_summary(results, out)
     return 0
