@@ -66,6 +66,48 @@ def test_stage2_trains_only_the_defect_modules(backbone, toy, tmp_path):
     assert n_opt == len(stage2_params)
 
 
+def test_mode_seeking_partners_are_extra_samples(backbone, toy, tiny, tmp_path, monkeypatch):
+    """D and D_match see N independent images (N distinct objects and noise); the mode-seeking partners of half of
+    them are rendered beside the batch with the same object and noise and another defect code."""
+    from generators.dfmgan.networks import Generator
+
+    calls = []
+    real = Generator.synthesize_defect
+
+    def spy(self, w, w_defect, noise, with_good=True):
+        if torch.is_grad_enabled():  # training steps, not the no-grad grids
+            calls.append((w.detach().clone(), w_defect.detach().clone(), {r: [t.clone() for t in maps]
+                                                                          for r, maps in noise.items()}))
+        return real(self, w, w_defect, noise, with_good)
+
+    monkeypatch.setattr(Generator, "synthesize_defect", spy)
+    images, masks = _hole(toy)
+    fit_defect(backbone, images, masks, "hole", tmp_path, steps=1, progress=False)
+    batch = int(tiny["stage2"]["batch"])
+    half = batch // 2
+    (w, w_def, noise), = calls
+    assert w.shape[0] == w_def.shape[0] == batch + half
+    assert torch.cdist(w[:batch], w[:batch]).add(torch.eye(batch)).min() > 0, "N distinct objects"
+    assert torch.equal(w[batch:], w[:half])
+    assert torch.cdist(w_def, w_def).add(torch.eye(batch + half)).min() > 0, "every defect code differs"
+    for maps in noise.values():
+        for t in maps:
+            assert torch.equal(t[batch:], t[:half]) and not torch.equal(t[:half], t[half:batch])
+
+
+def test_stage2_wiring_comes_from_the_stage2_config(backbone, toy, tiny, tmp_path):
+    """A backbone trained before the wiring option (no key in its config) still gets the stage-2 config's wiring."""
+    images, masks = _hole(toy)
+    state = torch.load(backbone, weights_only=False)
+    state["config"] = {k: v for k, v in state["config"].items() if k != "residual_input"}
+    old = tmp_path / "old_backbone.pt"
+    torch.save(state, old)
+    path = fit_defect(old, images, masks, "hole", tmp_path / "s2", config=tiny, steps=0, progress=False)
+    assert load_checkpoint(path)["config"]["residual_input"] == "injected"
+    path = fit_defect(old, images, masks, "hole", tmp_path / "s2-old", steps=0, progress=False)
+    assert "residual_input" not in load_checkpoint(path)["config"]
+
+
 def test_backbone_resume_gives_identical_next_steps(toy, tiny, tmp_path):
     good = toy.train_good.images[:24]
     straight = load_checkpoint(fit_backbone(good, tiny, tmp_path / "a", steps=5, seed=7, progress=False))

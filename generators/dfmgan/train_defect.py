@@ -3,7 +3,9 @@
 Trainable: defect mapping, residual blocks, ToMask (G side); D (initialised from
 stage 1) and D_match (from scratch) on the D side. G's loss: adversarial on D
 (image) and D_match (image + tanh(10 M)) plus the mode-seeking term on pairs that
-share z_object and differ in z_defect. Same RNG, checkpoint and multi-process
+share z_object (and noise) and differ in z_defect. The pair partners are rendered as
+extra samples beside the batch, as in the reference: D, D_match and every
+minibatch-stddev group see N independent images, never a duplicated background. Same RNG, checkpoint and multi-process
 rules as stage 1 (gradients of G's defect modules, D and D_match averaged).
 """
 
@@ -30,9 +32,10 @@ def defect_file(defect_type: str) -> str:
     return "defect_" + re.sub(r"[^A-Za-z0-9_.-]+", "_", defect_type) + ".pt"
 
 
-def build_stage2_generator(backbone_state: dict) -> Generator:
-    """The stage-1 EMA generator with fresh stage-2 modules attached (init drawn from the global RNG)."""
-    G = Generator(backbone_state["config"], backbone_state["channels"])
+def build_stage2_generator(backbone_state: dict, config: dict | None = None) -> Generator:
+    """The stage-1 EMA generator with fresh stage-2 modules attached (init drawn from the global RNG); `config`
+    (default: the backbone's) sets the stage-2 wiring."""
+    G = Generator(config or backbone_state["config"], backbone_state["channels"])
     G.load_state_dict(backbone_state["G_ema"])
     G.add_defect_modules()
     return G
@@ -45,7 +48,9 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                         on_step=None) -> Path:
     ctx = dist_ctx or DistContext()
     backbone = load_checkpoint(backbone_ckpt, kind="backbone")
-    net_config = backbone["config"]
+    net_config = dict(backbone["config"])
+    if config and "residual_input" in config:  # a stage-2 choice: a backbone trained before it lacks the key
+        net_config["residual_input"] = config["residual_input"]
     stage = dict((config or net_config)["stage2"])
     resolution, channels = int(backbone["resolution"]), int(backbone["channels"])
     check_images(defect_images, resolution, f"defect '{defect_type}'", defect_masks)
@@ -69,7 +74,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     ms_weight, dm_weight = float(stage.get("mode_seek_weight", 0.1)), float(stage.get("dmatch_weight", 1.0))
 
     torch.manual_seed(seed)
-    G = build_stage2_generator(backbone).to(dev)
+    G = build_stage2_generator(backbone, net_config).to(dev)
     for module in G.backbone_modules():
         module.requires_grad_(False)
     D = build_discriminator(net_config, channels).to(dev)
@@ -109,17 +114,19 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
         while step < total:
             D.requires_grad_(False)
             Dm.requires_grad_(False)
-            z_half = torch.randn(half, G.z_dim, device=dev)
-            z = torch.cat([z_half, z_half])  # pairs share the object, differ in the defect code
-            z_def = torch.randn(batch, G.z_dim, device=dev)
+            z = torch.randn(batch, G.z_dim, device=dev)  # N independent objects
+            z_def = torch.randn(batch + half, G.z_dim, device=dev)  # + a second defect code for `half` of them
             with torch.no_grad():
                 w = G.mapping(z)
             w_def = G.defect_mapping(z_def, track_beta=0.995)
-            fake, mask_logits, _ = G.synthesize_defect(w, w_def, G.make_noise(batch, dev), with_good=False)
-            soft = torch.tanh(10 * mask_logits)
+            noise = {r: [torch.cat([t, t[:half]]) for t in maps] for r, maps in G.make_noise(batch, dev).items()}
+            rendered, rendered_logits, _ = G.synthesize_defect(torch.cat([w, w[:half]]), w_def, noise, with_good=False)
+            fake, mask_logits = rendered[:batch], rendered_logits[:batch]  # what D and D_match see
+            soft_all = torch.tanh(10 * rendered_logits)
+            soft = soft_all[:batch]
             loss_adv = g_nonsaturating(D(augment(fake, policy, channels)))
             loss_match = g_nonsaturating(Dm(augment(torch.cat([fake, soft], 1), policy, channels)))
-            loss_ms = mode_seeking(w_def[:half], w_def[half:], soft[:half], soft[half:])
+            loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
             loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
             guard_finite({"G": loss_G}, step, ckpt_path, ctx)
             opt_G.zero_grad(set_to_none=True)
