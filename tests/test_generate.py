@@ -56,6 +56,15 @@ def test_sampler_good_is_the_backbone_image(checkpoints):
     torch.testing.assert_close(batch.goods, (good.clamp(-1, 1) + 1) / 2, atol=1e-5, rtol=0)
 
 
+def test_truncation_acts_on_the_defect_code_only(checkpoints):
+    """As in the reference: psi pulls the defect code towards its mean; the part (object code) is never truncated,
+    so the paired good images at psi 0 are those at psi 1."""
+    full = DFMGANGenerator(checkpoints).sample(4, "hole", torch.Generator().manual_seed(3))
+    typical = DFMGANGenerator(checkpoints, truncation=0.0).sample(4, "hole", torch.Generator().manual_seed(3))
+    assert torch.equal(full.goods, typical.goods)
+    assert not torch.equal(full.images, typical.images)
+
+
 def test_components_boxes_handcrafted():
     mask = np.zeros((10, 12), dtype=bool)
     mask[1:3, 1:4] = True      # 3 wide, 2 high

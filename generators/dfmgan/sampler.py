@@ -80,7 +80,7 @@ class DFMGANGenerator:
         z = torch.randn(n, G.z_dim, generator=rng, device=where).to(self.device)
         z_def = torch.randn(n, G.z_dim, generator=rng, device=where).to(self.device)
         noise = G.make_noise(n, self.device, rng)
-        w = G.mapping(z, truncation=self.truncation)
+        w = G.mapping(z)  # the part itself is never truncated: truncation is a choice about defects (reference)
         w_def = G.defect_mapping(z_def, truncation=self.truncation)
         amp = AMP[self.precision]
         with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):

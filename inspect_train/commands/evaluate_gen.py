@@ -65,7 +65,7 @@ def register(subparsers) -> None:
                    "painters' when inpaint is, else the --images size, else the data's own size)")
     p.add_argument("--folds", metavar="K", type=int, default=5, help="two-sample test: folds (default 5, fewer when the base set is small)")
     p.add_argument("--repeats", metavar="R", type=int, default=5, help="two-sample test: draws of generated samples (default 5)")
-    p.add_argument("--truncation", metavar="PSI", type=float, default=1.0, help="dfmgan: truncation psi (default 1.0)")
+    p.add_argument("--truncation", metavar="PSI", type=float, default=1.0, help="dfmgan: truncation psi of the defect code (default 1.0)")
     p.add_argument("--seed", metavar="S", type=int, default=0, help="seed for sampling and the two-sample folds (default 0)")
     p.add_argument("--batch", metavar="N", type=int, default=32, help="samples per forward pass (default 32)")
     p.add_argument("--device", metavar="DEVICE", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")

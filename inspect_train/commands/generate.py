@@ -23,7 +23,7 @@ def register(subparsers) -> None:
     p.add_argument("--category", default=None, help="inpaint: category under --data")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--truncation", type=float, default=1.0, help="truncation psi (1 = none; lower = more typical)")
+    p.add_argument("--truncation", type=float, default=1.0, help="dfmgan: truncation psi of the defect code (1 = none; lower = more typical defects; the part is never truncated)")
     p.add_argument("--format", choices=("coco", "yolo"), default=None, help="also write detection labels")
     p.add_argument("--batch", type=int, default=16, help="samples per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
