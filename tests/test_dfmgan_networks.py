@@ -101,6 +101,36 @@ def test_residual_block_input_wiring(tiny, wiring):
         torch.testing.assert_close(sampled, images.detach(), atol=1e-5, rtol=0)
 
 
+def test_style_mixing(tiny):
+    """mix_styles: one style per block, switching from w to w_other at one block boundary with probability p;
+    repeating one style per block is the plain pass, and a mixed style changes the image."""
+    from generators.dfmgan.networks import mix_styles
+
+    G = _gen(tiny, 1, seed=5)
+    n, blocks = 3, len(G.resolutions)
+    w, w2 = torch.randn(n, G.w_dim), torch.randn(n, G.w_dim)
+    assert torch.equal(mix_styles(w, w2, blocks, 0.0), w[:, None].expand(-1, blocks, -1))
+    torch.manual_seed(0)
+    mixed = mix_styles(w, w2, blocks, 1.0)
+    cut = int((mixed == w2[:, None]).all(-1).all(0).float().argmax())
+    assert 1 <= cut < blocks and torch.equal(mixed[:, :cut], w[:, None].expand(-1, cut, -1))
+    assert torch.equal(mixed[:, cut:], w2[:, None].expand(-1, blocks - cut, -1))
+    cuts = set()
+    for _ in range(40):
+        m = mix_styles(w, w2, blocks, 0.5)
+        cuts.add(blocks if torch.equal(m[:, -1], w) else int((m == w2[:, None]).all(-1).all(0).float().argmax()))
+    assert blocks in cuts and len(cuts) > 1, "sometimes no mixing, sometimes a cutoff"
+    noise = G.make_noise(n, "cpu", torch.Generator().manual_seed(1))
+    wd = torch.randn(n, G.w_dim)
+    with torch.no_grad():
+        plain = G.synthesize_defect(w, wd, noise)
+        repeated = G.synthesize_defect(mix_styles(w, w2, blocks, 0.0), mix_styles(wd, wd, G.n_residual, 0.0), noise)
+        other = G.synthesize_defect(mixed, wd, noise)
+    for a, b in zip(plain, repeated):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(plain[2], other[2])
+
+
 def test_checkpoint_config_without_wiring_key_keeps_the_former_wiring(tiny):
     """Generators trained before the option existed have no `residual_input` in their config: they are rebuilt
     with the wiring they were trained with; a config loaded for a new run gets the paper's."""

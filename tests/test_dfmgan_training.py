@@ -82,17 +82,42 @@ def test_mode_seeking_partners_are_extra_samples(backbone, toy, tiny, tmp_path, 
 
     monkeypatch.setattr(Generator, "synthesize_defect", spy)
     images, masks = _hole(toy)
-    fit_defect(backbone, images, masks, "hole", tmp_path, steps=1, progress=False)
+    no_mixing = {**tiny, "stage2": {**tiny["stage2"], "style_mixing": 0.0}}
+    fit_defect(backbone, images, masks, "hole", tmp_path / "plain", config=no_mixing, steps=1, progress=False)
+    always = {**tiny, "stage2": {**tiny["stage2"], "style_mixing": 1.0}}
+    fit_defect(backbone, images, masks, "hole", tmp_path / "mixed", config=always, steps=1, progress=False)
+    assert calls[0][0].dim() == 2 and calls[1][0].dim() == calls[1][1].dim() == 3, "mixing on both mappings"
+    calls[:] = calls[1:]
     batch = int(tiny["stage2"]["batch"])
     half = batch // 2
     (w, w_def, noise), = calls
     assert w.shape[0] == w_def.shape[0] == batch + half
+    w, w_def = w.flatten(1), w_def.flatten(1)  # one style per block when the step mixed styles
     assert torch.cdist(w[:batch], w[:batch]).add(torch.eye(batch)).min() > 0, "N distinct objects"
     assert torch.equal(w[batch:], w[:half])
     assert torch.cdist(w_def, w_def).add(torch.eye(batch + half)).min() > 0, "every defect code differs"
     for maps in noise.values():
         for t in maps:
             assert torch.equal(t[batch:], t[:half]) and not torch.equal(t[:half], t[half:batch])
+
+
+def test_stage1_mixes_styles(toy, tiny, tmp_path, monkeypatch):
+    """Stage 1 with style_mixing 1.0 feeds the synthesis one style per block; 0.0 one style for all."""
+    from generators.dfmgan.networks import Generator
+
+    dims = []
+    real = Generator.synthesize
+
+    def spy(self, w, noise):
+        if torch.is_grad_enabled():
+            dims.append(w.dim())
+        return real(self, w, noise)
+
+    monkeypatch.setattr(Generator, "synthesize", spy)
+    for p in (1.0, 0.0):
+        config = {**tiny, "stage1": {**tiny["stage1"], "style_mixing": p}}
+        fit_backbone(toy.train_good.images[:8], config, tmp_path / str(p), steps=1, progress=False)
+    assert dims == [3, 2]
 
 
 def test_stage2_wiring_comes_from_the_stage2_config(backbone, toy, tiny, tmp_path):

@@ -30,6 +30,10 @@ def check_config(config: dict, where: str = "config") -> None:
         raise InputError(f"{where}: resolution {res} must be a power of two, at least 8")
     if start < 8 or start & (start - 1) or start > res:
         raise InputError(f"{where}: res_start {start} must be a power of two between 8 and the resolution {res}")
+    for stage in ("stage1", "stage2"):
+        mixing = float((config.get(stage) or {}).get("style_mixing", 0.0))
+        if not 0.0 <= mixing <= 1.0:
+            raise InputError(f"{where}: {stage}.style_mixing {mixing} must be a probability between 0 and 1")
     wiring = config.get("residual_input", LEGACY_RESIDUAL_INPUT)
     if wiring not in RESIDUAL_INPUTS:
         raise InputError(f"{where}: residual_input '{wiring}' must be one of {', '.join(RESIDUAL_INPUTS)}")

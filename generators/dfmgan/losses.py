@@ -27,6 +27,6 @@ def mode_seeking(w1: torch.Tensor, w2: torch.Tensor, m1: torch.Tensor, m2: torch
                  eps: float = 1e-5) -> torch.Tensor:
     """Distance of two defect codes over the distance of their (tanh-squashed) masks: small when
     different codes give different masks, which keeps masks from collapsing to one shape."""
-    dw = (w1 - w2).abs().mean(dim=1)
+    dw = (w1 - w2).abs().flatten(1).mean(dim=1)  # one code, or one per block when styles are mixed
     dm = (m1 - m2).abs().mean(dim=(1, 2, 3))
     return (dw / (dm + eps)).mean()

@@ -326,43 +326,49 @@ class Generator(nn.Module):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def synthesize(self, w: torch.Tensor, noise: dict) -> torch.Tensor:
-        """Backbone only: w (N, w_dim) -> image (N, C, R, R), roughly in [-1, 1]."""
+        """Backbone only: w (N, w_dim), or one style per block (N, blocks, w_dim) when styles are mixed
+        -> image (N, C, R, R), roughly in [-1, 1]."""
         x = img = None
-        for r, block in zip(self.resolutions, self.blocks):
-            x = block.features(x, w, noise[r])
+        for i, (r, block) in enumerate(zip(self.resolutions, self.blocks)):
+            wi = style_at(w, i)
+            x = block.features(x, wi, noise[r])
             if r == 4:
                 x = self._layout(x)
-            img = block.rgb(x, img, w)
+            img = block.rgb(x, img, wi)
         return img
 
     def synthesize_defect(self, w: torch.Tensor, w_defect: torch.Tensor, noise: dict, with_good: bool = True):
         """Defect image, mask logits M at full resolution, and (optionally) the paired good image.
 
+        `w` is one style or one per backbone block (see synthesize); `w_defect` one style or one per residual
+        block (N, residual blocks, w_dim); ToMask uses the first residual block's.
         Layers below `res_start` run once; from there the good and defect branches run as one batch
         of 2N through the backbone blocks (the good half is exactly the backbone pass).
         """
         n = w.shape[0]
         x = img = mask = res_x = None
-        ww = torch.cat([w, w]) if with_good else w
-        for r, block in zip(self.resolutions, self.blocks):
+        for i, (r, block) in enumerate(zip(self.resolutions, self.blocks)):
+            wi = style_at(w, i)
             if r < self.res_start:
-                x = block.features(x, w, noise[r])
+                x = block.features(x, wi, noise[r])
                 if r == 4:
                     x = self._layout(x)
-                img = block.rgb(x, img, w)
+                img = block.rgb(x, img, wi)
                 continue
+            wd = style_at(w_defect, self.resolutions.index(r) - self.resolutions.index(self.res_start))
             if r == self.res_start:
                 res_in = x
             elif self.residual_input == "injected":  # the defect branch's features, defect already added
                 res_in = x[n:] if with_good else x
             else:
                 res_in = res_x
-            res_x = self.res_blocks[str(r)](res_in, w_defect, noise[-r])
+            res_x = self.res_blocks[str(r)](res_in, wd, noise[-r])
             if r == self.res_start:
-                mask = self.to_mask(res_x, w_defect)
+                mask = self.to_mask(res_x, wd)
                 if with_good:
                     x = torch.cat([x, x])
                     img = None if img is None else torch.cat([img, img])
+            ww = torch.cat([wi, wi]) if with_good else wi
             layer_noise = [torch.cat([t, t]) for t in noise[r]] if with_good else noise[r]
             x = block.features(x, ww, layer_noise)
             gate = (upsample_to(mask, r) >= 0).to(x.dtype)
@@ -376,6 +382,26 @@ class Generator(nn.Module):
         if with_good:
             return img[n:], mask_full, img[:n]
         return img, mask_full, None
+
+    @property
+    def n_residual(self) -> int:
+        return 0 if self.res_blocks is None else len(self.res_blocks)
+
+
+def style_at(w: torch.Tensor, i: int) -> torch.Tensor:
+    """Block i's style: w itself (N, w_dim), or its i-th row when there is one per block (N, blocks, w_dim)."""
+    return w if w.dim() == 2 else w[:, i]
+
+
+def mix_styles(w: torch.Tensor, w_other: torch.Tensor, n_blocks: int, prob: float) -> torch.Tensor:
+    """Style mixing regularisation (StyleGAN2): with probability `prob`, the whole batch switches from w to
+    w_other at one random block boundary; returns one style per block (N, n_blocks, w_dim). Draws from the
+    global torch RNG. Mixed at block granularity (a block's two convolutions and its ToRGB share a style)."""
+    ws = w[:, None].expand(-1, n_blocks, -1)
+    if n_blocks < 2 or prob <= 0 or float(torch.rand(())) >= prob:
+        return ws.contiguous()
+    cutoff = int(torch.randint(1, n_blocks, ()))
+    return torch.cat([ws[:, :cutoff], w_other[:, None].expand(-1, n_blocks - cutoff, -1)], dim=1)
 
 
 def upsample_to(mask: torch.Tensor, res: int) -> torch.Tensor:

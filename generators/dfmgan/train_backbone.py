@@ -22,7 +22,7 @@ from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
-from generators.dfmgan.networks import Generator, build_discriminator
+from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
 from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
                                         run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
@@ -49,6 +49,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     total = int(steps if steps is not None else stage["steps"])
     batch, r1_every = ctx.local_batch(int(stage["batch"])), int(stage["r1_interval"])
     r1_gamma, policy = float(stage["r1_gamma"]), stage.get("augment")
+    mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
 
     torch.manual_seed(seed)
     G = Generator(config, channels).to(dev)
@@ -79,6 +80,8 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             D.requires_grad_(False)
             z = torch.randn(batch, G.z_dim, device=dev)
             w = G.mapping(z, track_beta=0.995)
+            if mixing > 0:
+                w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
             fake = G.synthesize(w, G.make_noise(batch, dev))
             loss_G = g_nonsaturating(D(augment(fake, policy)))
             guard_finite({"G": loss_G}, step, ckpt_path, ctx)

@@ -21,7 +21,7 @@ from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
-from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch
+from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
 from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
                                         run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
@@ -71,6 +71,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     ckpt_path = out_dir / defect_file(defect_type)
     total = int(steps if steps is not None else stage["steps"])
     r1_every, r1_gamma, policy = int(stage["r1_interval"]), float(stage["r1_gamma"]), stage.get("augment")
+    mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
     ms_weight, dm_weight = float(stage.get("mode_seek_weight", 0.1)), float(stage.get("dmatch_weight", 1.0))
 
     torch.manual_seed(seed)
@@ -118,7 +119,11 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             z_def = torch.randn(batch + half, G.z_dim, device=dev)  # + a second defect code for `half` of them
             with torch.no_grad():
                 w = G.mapping(z)
+                if mixing > 0:  # style mixing on both mappings, one cutoff for the whole batch each
+                    w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
             w_def = G.defect_mapping(z_def, track_beta=0.995)
+            if mixing > 0:
+                w_def = mix_styles(w_def, G.defect_mapping(torch.randn_like(z_def)), G.n_residual, mixing)
             noise = {r: [torch.cat([t, t[:half]]) for t in maps] for r, maps in G.make_noise(batch, dev).items()}
             rendered, rendered_logits, _ = G.synthesize_defect(torch.cat([w, w[:half]]), w_def, noise, with_good=False)
             fake, mask_logits = rendered[:batch], rendered_logits[:batch]  # what D and D_match see
