@@ -61,6 +61,8 @@ def test_stage2_trains_only_the_defect_modules(backbone, toy, tmp_path):
     assert _equal_states(start["D"], stage1["D"])
     assert not _equal_states(after["D"], stage1["D"])
     assert start["D_match"]["from_rgb.weight"].shape[1] == toy.channels + 1
+    # the tiny preset uses ADA: its state (p, the interval's partial signal) is in the checkpoint
+    assert 0.0 <= after["ada"]["p"] <= 1.0 and after["ada"]["calls"] == 2
     # only the stage-2 modules are in G's optimiser
     n_opt = sum(len(g["params"]) for g in after["opt_G"]["param_groups"])
     assert n_opt == len(stage2_params)

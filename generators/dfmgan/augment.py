@@ -76,3 +76,70 @@ def _cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     xs = torch.arange(w, device=x.device)[None, None, :]
     inside = (ys >= top) & (ys < top + ch) & (xs >= left) & (xs < left + cw)
     return x * (~inside).to(x.dtype)[:, None]
+
+
+class AdaptiveAugment:
+    """Adaptive discriminator augmentation (Karras et al. 2020, StyleGAN2-ADA), on our ops: each op of the policy
+    is applied to each sample with probability p. p starts at 0 and follows an overfitting signal, the mean sign
+    of D's logits on (augmented) real images: above `target` (D is too sure of the reals) p rises, below it p
+    falls, by at most batch * interval / (kimg * 1000) per adjustment, so p could cross 0 -> 1 after `kimg`
+    thousand real images. The signal is accumulated on the device and read once per `interval` steps, and
+    averaged over processes under torchrun. Written by hand: the library (NVIDIA's stylegan2-ada-pytorch) is not
+    an installable package."""
+
+    def __init__(self, policy: str | None, color_channels: int | None, *, target: float = 0.6, kimg: float = 500.0,
+                 interval: int = 4, batch: int = 8, ctx=None):
+        self.policy, self.color_channels = policy, color_channels
+        self.target, self.interval = float(target), int(interval)
+        self.step_size = batch * self.interval / (float(kimg) * 1000.0)
+        self.ctx = ctx
+        self.p = 0.0
+        self._signs: torch.Tensor | None = None  # running sum of sign(logits) and count, on the device
+        self._count = 0
+        self._calls = 0
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.p <= 0:
+            return x
+        for op in parse_policy(self.policy):
+            changed = augment(x, op, self.color_channels)
+            keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
+            x = torch.where(keep, changed, x)
+        return x
+
+    def observe(self, real_logits: torch.Tensor) -> None:
+        """Record D's logits on this step's real batch; every `interval` calls, move p towards the target."""
+        signs = real_logits.detach().sign().sum()
+        self._signs = signs if self._signs is None else self._signs + signs
+        self._count += real_logits.numel()
+        self._calls += 1
+        if self._calls % self.interval:
+            return
+        total = torch.stack([self._signs.float(), torch.tensor(float(self._count), device=self._signs.device)])
+        if self.ctx is not None and self.ctx.enabled:
+            total = self.ctx.mean(total) * self.ctx.world_size
+        overfit = float(total[0] / total[1])  # one host read per interval
+        direction = 1.0 if overfit > self.target else -1.0 if overfit < self.target else 0.0
+        self.p = min(max(self.p + direction * self.step_size, 0.0), 1.0)
+        self.last_signal = overfit
+        self._signs, self._count = None, 0
+
+    def state_dict(self) -> dict:
+        partial = 0.0 if self._signs is None else float(self._signs)  # a resumed run continues the interval
+        return {"p": self.p, "calls": self._calls, "signs": partial, "count": self._count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.p, self._calls, self._count = float(state["p"]), int(state["calls"]), int(state["count"])
+        self._signs = torch.tensor(float(state["signs"])) if self._count else None
+
+
+def discriminator_augment(stage: dict, color_channels: int, batch: int, ctx=None):
+    """The augmentation in front of D: adaptive (ADA) when the stage config has `ada_target`, else the fixed
+    DiffAugment policy. Returns (augment_fn, the AdaptiveAugment or None)."""
+    policy = stage.get("augment")
+    if stage.get("ada_target") is None:
+        return (lambda x: augment(x, policy, color_channels)), None
+    ada = AdaptiveAugment(policy, color_channels, target=float(stage["ada_target"]),
+                          kimg=float(stage.get("ada_kimg", 500)), interval=int(stage.get("ada_interval", 4)),
+                          batch=batch, ctx=ctx)
+    return ada, ada

@@ -1,7 +1,8 @@
 """Stage 1: a data-efficient StyleGAN2 on defect-free images.
 
 Non-saturating logistic loss, lazy R1 on reals, EMA of G, differentiable
-augmentation on everything D sees. All randomness comes from the global torch
+augmentation on everything D sees (fixed DiffAugment, or adaptive when the stage
+config sets `ada_target`). All randomness comes from the global torch
 RNG (seeded once, saved in every checkpoint), so a resumed run continues with
 exactly the numbers an uninterrupted run would have produced.
 
@@ -18,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from generators.dfmgan.augment import augment, parse_policy
+from generators.dfmgan.augment import discriminator_augment, parse_policy
 from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
@@ -48,7 +49,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     channels = int(train_good.shape[1])
     total = int(steps if steps is not None else stage["steps"])
     batch, r1_every = ctx.local_batch(int(stage["batch"])), int(stage["r1_interval"])
-    r1_gamma, policy = float(stage["r1_gamma"]), stage.get("augment")
+    r1_gamma = float(stage["r1_gamma"])
     mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
 
     torch.manual_seed(seed)
@@ -59,7 +60,8 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
-    parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D}
+    aug_D, ada = discriminator_augment(stage, channels, batch, ctx)
+    parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D, **({"ada": ada} if ada else {})}
     resumed = resume and ckpt_path.exists()
     step = resume_from(ckpt_path, "backbone", parts, ctx, dev, seed, "another config or channel count") if resumed else 0
 
@@ -83,7 +85,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             if mixing > 0:
                 w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
             fake = G.synthesize(w, G.make_noise(batch, dev))
-            loss_G = g_nonsaturating(D(augment(fake, policy)))
+            loss_G = g_nonsaturating(D(aug_D(fake)))
             guard_finite({"G": loss_G}, step, ckpt_path, ctx)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
@@ -95,10 +97,13 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
             D.requires_grad_(True)
             idx = torch.randint(0, train_good.shape[0], (batch,))
             real = to_float(train_good[idx], dev)
-            loss_D = d_logistic(D(augment(real, policy)), D(augment(fake.detach(), policy)))
+            real_logits = D(aug_D(real))
+            loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
+            if ada is not None:
+                ada.observe(real_logits)
             losses = {"D": loss_D}
             if step % r1_every == 0:
-                r1 = r1_penalty(lambda x: D(augment(x, policy)), real)
+                r1 = r1_penalty(lambda x: D(aug_D(x)), real)
                 losses["R1"] = r1
                 log.keep({"R1": r1})
                 loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
@@ -110,7 +115,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
 
             update_ema(G_ema, G, stage, step)
             step += 1
-            log.step_done(step, lambda: {"G": loss_G, **losses})
+            log.step_done(step, lambda: {"G": loss_G, **losses, **({"ada_p": torch.tensor(ada.p)} if ada else {})})
     finally:
         log.close()
     if not log.saved and not resumed:  # steps=0: still leave a checkpoint behind

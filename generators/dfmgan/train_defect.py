@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from generators.dfmgan.augment import augment, parse_policy
+from generators.dfmgan.augment import augment, discriminator_augment, parse_policy
 from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
@@ -87,7 +87,12 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
-    parts = {"G": G, "G_ema": G_ema, "D": D, "D_match": Dm, "opt_G": opt_G, "opt_D": opt_D}
+    # ADA (stage config `ada_target`): adaptive augmentation in front of D only, none for D_match (reference);
+    # without it, the fixed DiffAugment policy in front of both.
+    aug_D, ada = discriminator_augment(stage, channels, batch, ctx)
+    aug_match = (lambda x: x) if ada else (lambda x: augment(x, policy, channels))
+    parts = {"G": G, "G_ema": G_ema, "D": D, "D_match": Dm, "opt_G": opt_G, "opt_D": opt_D,
+             **({"ada": ada} if ada else {})}
     resumed = resume and ckpt_path.exists()
     step = resume_from(ckpt_path, "defect", parts, ctx, dev, seed, "another backbone or config") if resumed else 0
 
@@ -129,8 +134,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             fake, mask_logits = rendered[:batch], rendered_logits[:batch]  # what D and D_match see
             soft_all = torch.tanh(10 * rendered_logits)
             soft = soft_all[:batch]
-            loss_adv = g_nonsaturating(D(augment(fake, policy, channels)))
-            loss_match = g_nonsaturating(Dm(augment(torch.cat([fake, soft], 1), policy, channels)))
+            loss_adv = g_nonsaturating(D(aug_D(fake)))
+            loss_match = g_nonsaturating(Dm(aug_match(torch.cat([fake, soft], 1))))
             loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
             loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
             guard_finite({"G": loss_G}, step, ckpt_path, ctx)
@@ -146,13 +151,16 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             real = to_float(defect_images[idx], dev)
             real_pair = torch.cat([real, real_masks[idx].to(dev)], 1)
             fake_pair = torch.cat([fake.detach(), soft.detach()], 1)
-            loss_D = d_logistic(D(augment(real, policy, channels)), D(augment(fake.detach(), policy, channels)))
-            loss_Dm = d_logistic(Dm(augment(real_pair, policy, channels)), Dm(augment(fake_pair, policy, channels)))
+            real_logits = D(aug_D(real))
+            loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
+            if ada is not None:
+                ada.observe(real_logits)
+            loss_Dm = d_logistic(Dm(aug_match(real_pair)), Dm(aug_match(fake_pair)))
             losses = {"D": loss_D, "D_match": loss_Dm}
             total_D = loss_D + loss_Dm
             if step % r1_every == 0:
-                r1 = r1_penalty(lambda x: D(augment(x, policy, channels)), real)
-                r1m = r1_penalty(lambda x: Dm(augment(x, policy, channels)), real_pair)
+                r1 = r1_penalty(lambda x: D(aug_D(x)), real)
+                r1m = r1_penalty(lambda x: Dm(aug_match(x)), real_pair)
                 losses.update({"R1": r1, "R1_match": r1m})
                 log.keep({"R1": r1, "R1_match": r1m})
                 total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
@@ -165,7 +173,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             update_ema(G_ema, G, stage, step)
             step += 1
             log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
-                                         "mask_area": (mask_logits >= 0).float().mean(), **losses})
+                                         "mask_area": (mask_logits >= 0).float().mean(), **losses,
+                                         **({"ada_p": torch.tensor(ada.p)} if ada else {})})
     finally:
         log.close()
     if not log.saved and not resumed:
