@@ -175,6 +175,26 @@ def test_non_finite_loss_stops_and_keeps_last_checkpoint(toy, tiny, tmp_path, mo
     assert all(torch.isfinite(v).all() for v in state["G"].values())
 
 
+def test_divergence_is_caught_at_the_next_check_without_a_sync_per_step(toy, tiny, tmp_path, monkeypatch):
+    """Losses are checked on the device and read at log steps and before saves: a NaN at step 6 stops the run
+    at the step-10 log check, names the step it happened at, and the step-5 checkpoint stays the last one."""
+    config = copy.deepcopy(tiny)
+    config["stage1"].update(save_every=5, log_every=10, grid_every=1000)
+    calls = {"n": 0}
+    real_loss = tb.g_nonsaturating
+
+    def poisoned(logits):
+        calls["n"] += 1
+        loss = real_loss(logits)
+        return loss * float("inf") if calls["n"] == 7 else loss
+
+    monkeypatch.setattr(tb, "g_nonsaturating", poisoned)
+    with pytest.raises(TrainingDiverged, match="stopped at step 6: loss G is inf"):
+        fit_backbone(toy.train_good.images[:16], config, tmp_path, steps=30, progress=False)
+    assert calls["n"] == 10, "stopped at the first check after the divergence"
+    assert load_checkpoint(tmp_path / "backbone.pt")["step"] == 5
+
+
 def test_bad_inputs_are_one_line_exit_2(backbone, toy_root, tmp_path, capsys):
     state = load_checkpoint(backbone)
     state["config"] = {**state["config"], "category": "hazelnut"}

@@ -24,7 +24,7 @@ from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, resume_from,
                                         run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 
@@ -75,7 +75,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                    tag="stage1/loss_", shown=["G", "D", "R1"],
                    grid=lambda: ("stage1/samples_ema",
                                  image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)),
-                   save=lambda: save_on_main(ctx, snapshot(), ckpt_path), on_step=on_step)
+                   save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
     try:
         while step < total:
             # Generator step: D frozen, gradients flow through augmentation into G.
@@ -86,7 +86,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                 w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
             fake = G.synthesize(w, G.make_noise(batch, dev))
             loss_G = g_nonsaturating(D(aug_D(fake)))
-            guard_finite({"G": loss_G}, step, ckpt_path, ctx)
+            log.watch({"G": loss_G}, step)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             ctx.average_gradients(G.parameters())
@@ -107,7 +107,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                 losses["R1"] = r1
                 log.keep({"R1": r1})
                 loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
-            guard_finite(losses, step, ckpt_path, ctx)
+            log.watch(losses, step)
             opt_D.zero_grad(set_to_none=True)
             loss_D.backward()
             ctx.average_gradients(D.parameters())

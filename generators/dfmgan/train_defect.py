@@ -22,7 +22,7 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, guard_finite, resume_from,
+from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, resume_from,
                                         run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
@@ -114,7 +114,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
 
     log = StageLog(stage, total, step, ctx, out_dir / "tb" / defect_file(defect_type)[:-3],
                    f"stage 2 ({defect_type})", progress, tag="stage2/", shown=["G", "D", "D_match", "mask_area"],
-                   grid=grid, save=lambda: save_on_main(ctx, snapshot(), ckpt_path), on_step=on_step)
+                   grid=grid, save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
 
     try:
         while step < total:
@@ -138,7 +138,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
             loss_match = g_nonsaturating(Dm(aug_match(torch.cat([fake, soft], 1))))
             loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
             loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
-            guard_finite({"G": loss_G}, step, ckpt_path, ctx)
+            log.watch({"G": loss_G}, step)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             ctx.average_gradients(g_params)
@@ -164,7 +164,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                 losses.update({"R1": r1, "R1_match": r1m})
                 log.keep({"R1": r1, "R1_match": r1m})
                 total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
-            guard_finite(losses, step, ckpt_path, ctx)
+            log.watch(losses, step)
             opt_D.zero_grad(set_to_none=True)
             total_D.backward()
             ctx.average_gradients(list(D.parameters()) + list(Dm.parameters()))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -56,28 +55,53 @@ def update_ema(ema: nn.Module, model: nn.Module, stage: dict, step: int) -> None
     if rampup:
         ema_nimg = min(ema_nimg, (step + 1) * batch * float(rampup))
     beta = 0.5 ** (batch / max(ema_nimg, 1e-8))
-    for p_ema, p in zip(ema.parameters(), model.parameters()):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), model.buffers()):
-        b_ema.copy_(b)
+    # one fused call per tensor list instead of a Python loop of small kernels (matters on a GPU)
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - beta)
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))
 
 
-def guard_finite(losses: dict[str, torch.Tensor], step: int, ckpt: Path, ctx=None) -> None:
-    """Stop on a NaN/inf loss. Across processes the losses are summed first, so every rank stops
-    together (a rank that stopped alone would leave the others waiting in an all-reduce)."""
-    names = list(losses)
-    values = torch.stack([torch.as_tensor(v).detach().float().reshape(()) for v in losses.values()])
-    if ctx is not None and ctx.enabled:
-        import torch.distributed as dist
+class FiniteGuard:
+    """Stops a run on a NaN/inf loss without a host sync every step: `watch()` keeps, on the device, whether each
+    loss has gone non-finite and its first bad value and step; `check()` reads that once (at log steps and before
+    every checkpoint write, see StageLog), so a run stops within `log_every` steps of a divergence and no
+    checkpoint after it is written. Across processes the flags are summed first, so every rank stops together
+    (a rank that stopped alone would leave the others waiting in an all-reduce); every rank watches the same
+    loss names at the same steps."""
 
-        values = values.clone()
-        dist.all_reduce(values)
-    for name, value in zip(names, values.tolist()):
-        if not math.isfinite(value):
-            raise TrainingDiverged(
-                f"training stopped at step {step}: loss {name} is {value}; "
-                f"the last good checkpoint is {ckpt if ckpt.exists() else '(none written yet)'}"
-            )
+    def __init__(self, ckpt: Path, ctx=None):
+        self.ckpt, self.ctx = Path(ckpt), ctx
+        self.state: dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}  # name -> (bad, value, step)
+
+    def watch(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        for name, loss in losses.items():
+            value = torch.as_tensor(loss).detach().float().reshape(())
+            bad = ~torch.isfinite(value)
+            if name not in self.state:
+                self.state[name] = (bad, value, torch.full((), step, device=value.device))
+                continue
+            was_bad, first_value, first_step = self.state[name]
+            new = bad & ~was_bad
+            self.state[name] = (was_bad | bad, torch.where(new, value, first_value),
+                                torch.where(new, torch.full_like(first_step, step), first_step))
+
+    def check(self) -> None:
+        if not self.state:
+            return
+        names = sorted(self.state)
+        flags = torch.stack([self.state[n][0].float() for n in names])
+        if self.ctx is not None and self.ctx.enabled:
+            import torch.distributed as dist
+
+            dist.all_reduce(flags)
+        if not bool(flags.any()):  # the one host read
+            return
+        bad = [(int(self.state[n][2]), n, float(self.state[n][1])) for n, f in zip(names, flags.tolist()) if f]
+        step, name, value = min(bad)  # the earliest divergence
+        raise TrainingDiverged(
+            f"training stopped at step {step}: loss {name} is {value}; "
+            f"the last good checkpoint is {self.ckpt if self.ckpt.exists() else '(none written yet)'}")
 
 
 def fixed_latents(n: int, z_dim: int, device: torch.device, seed: int = 2024) -> torch.Tensor:
@@ -175,23 +199,33 @@ class StageLog:
     stage config; always at the last step). Only rank 0 shows and writes; saving is collective.
 
     `tag` prefixes the scalar names, `shown` are the names in the bar, `grid()` -> (name, image) is drawn
-    on rank 0, `save()` writes a checkpoint; `on_step(step)` lets benchmarks time the steps alone.
+    on rank 0, `save()` writes the checkpoint at `checkpoint`; `watch()` losses stop the run when non-finite; `on_step(step)` lets benchmarks time the steps alone.
     Terms computed only every few steps (lazy R1) go through `keep()`: their last value is logged at every
     log step, since their interval need not land on one (R1 at steps 0, 4, 8... never met log steps 10, 20...)."""
 
     def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, *,
-                 tag: str, shown: list[str], grid, save, on_step=None):
+                 tag: str, shown: list[str], grid, save, checkpoint: Path, on_step=None):
         from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         self.total, self.ctx, self.on_step = total, ctx, on_step
-        self.tag, self.shown, self.grid, self.save = tag, shown, grid, save
+        self.tag, self.shown, self.grid, self._write = tag, shown, grid, save
+        self.guard = FiniteGuard(checkpoint, ctx)
         self.log_every, self.save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
         self.grid_every = int(stage.get("grid_every", self.save_every))
         self.writer = SummaryWriter(str(tb_dir)) if ctx.is_main else None
         self.bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc=desc, unit="step")
         self.saved = False
         self.kept: dict[str, torch.Tensor] = {}
+
+    def watch(self, losses: dict[str, torch.Tensor], step: int) -> None:
+        """Losses to stop on when they turn NaN/inf (checked at log steps and before each save)."""
+        self.guard.watch(losses, step)
+
+    def save(self) -> None:
+        """Write a checkpoint, unless a watched loss went non-finite since the last good one."""
+        self.guard.check()
+        self._write()
 
     def keep(self, values: dict[str, torch.Tensor]) -> None:
         """Remember the latest value of intermittent loss terms; logged with the others at each log step."""
@@ -206,6 +240,7 @@ class StageLog:
         if self.on_step is not None:
             self.on_step(step)
         if self._due(step, self.log_every):
+            self.guard.check()
             # every rank computed the kept terms at the same steps, so the collective mean sees the same keys
             values = {k: self.ctx.mean(v).item() for k, v in {**self.kept, **scalars()}.items()}
             self.bar.set_postfix({k: f"{values[k]:.3f}" for k in self.shown if k in values})

@@ -34,7 +34,7 @@ from torchvision.utils import make_grid
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.grids import overlay, to_unit
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
-from generators.dfmgan.training import (StageLog, adam, check_images, device_of, guard_finite, restore_parts,
+from generators.dfmgan.training import (StageLog, adam, check_images, device_of, restore_parts,
                                         run_state, save_on_main, to_float, update_ema)
 from generators.inpaint.checkpoint import KIND, load_painter_checkpoint, painter_file
 from generators.inpaint.config import LOSSES
@@ -182,7 +182,7 @@ def train_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_
 
     log = StageLog(stage, total, step, ctx, out_dir / "tb" / painter_file(defect_type)[:-3],
                    f"inpaint ({defect_type})", progress, tag="inpaint/", shown=["rec", "G", "D"], grid=grid,
-                   save=lambda: save_on_main(ctx, snapshot(), ckpt_path), on_step=on_step)
+                   save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
 
     def critics(images, masks, cy, cx, detach=False):
         images = images.detach() if detach else images
@@ -232,7 +232,7 @@ def train_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_
                 losses_G.update({"G_local": g_local, "G_match": g_match})
                 loss_G = loss_G + w_local * g_local + w_match * g_match
             losses_G["G"] = loss_G
-            guard_finite({"G": loss_G}, step, ckpt_path, ctx)
+            log.watch({"G": loss_G}, step)
             opt_G.zero_grad(set_to_none=True)
             loss_G.backward()
             opt_G.step()
@@ -260,7 +260,7 @@ def train_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_
                         r2 = r1_penalty(local_fn, fake_crops) + r1_penalty(match_fn, fake_pairs)
                         losses_D["R2"] = r2
                         total_D = total_D + r2 * (r2_gamma / 2 * r1_every)
-                guard_finite(losses_D, step, ckpt_path, ctx)
+                log.watch(losses_D, step)
                 opt_D.zero_grad(set_to_none=True)
                 total_D.backward()
                 opt_D.step()
