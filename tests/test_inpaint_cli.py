@@ -47,13 +47,26 @@ def test_segment_reuses_the_painters(classify_run, toy_root, tmp_path, capsys):
     capsys.readouterr()
     code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
                  "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
-                 "--generators", str(first / "generators"), "--manifest", str(first / "manifest.json"),
-                 "--out", str(tmp_path / "seg")])
+                 "--inpaint-steps", "2", "--generators", str(first / "generators"),
+                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
     assert code == 0
     assert "reusing the P1 'hole' painter" in capsys.readouterr().out
     results = json.loads((tmp_path / "seg" / "results.json").read_text())
     assert results["arms"] == ["none", "inpaint"]
     assert results["partitions"][0]["runs"]["inpaint"]["synthetic_samples_seen"] == 2 * 8
+
+
+def test_painters_of_other_steps_are_not_reused(classify_run, toy_root, tmp_path, capsys):
+    """A painter trained with other steps (or another loss) is refused by name, not silently reused: the run's
+    config.yaml would otherwise record a painter it did not use."""
+    _, first = classify_run
+    capsys.readouterr()
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
+                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
+                 "--inpaint-steps", "3", "--generators", str(first / "generators"),
+                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
+    err = capsys.readouterr().err
+    assert code == 2 and "trained with steps 2; this run asks for steps 3" in err and "Traceback" not in err
 
 
 def test_mask_source_flag_dfmgan_and_folder(classify_run, toy_root, tmp_path):
@@ -69,7 +82,7 @@ def test_mask_source_flag_dfmgan_and_folder(classify_run, toy_root, tmp_path):
     Image.fromarray(arr).save(masks / "line.png")
     common = ["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny", "--partitions",
               "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint", "--no-baseline",
-              "--manifest", str(first / "manifest.json")]
+              "--inpaint-steps", "2", "--manifest", str(first / "manifest.json")]
     for source, out in (("dfmgan", tmp_path / "dfm"), (str(masks), tmp_path / "folder")):
         gens = tmp_path / f"gens-{out.name}"
         shutil.copytree(first / "generators" / "inpaint", gens / "inpaint")  # the painters, not DFMGAN

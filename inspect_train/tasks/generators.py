@@ -169,10 +169,20 @@ class InpaintCache(GeneratorCache):
         """One painter per defect type of this partition, trained here when missing."""
         from generators.inpaint.api import fit_inpaint
 
+        train = self.config["train"]
+        wanted = {"loss": self.loss or train.get("loss", "nsgan"),
+                  "steps": self.steps if self.steps is not None else int(train["steps"])}
         result = {}
         for defect, names in sorted(base_names.items()):
             cached = self._cached(partition, defect, names)
             if cached is not None:
+                entry = self.index["defects"][f"p{partition}"][defect]
+                differs = {k: entry.get(k) for k, v in wanted.items() if entry.get(k) not in (None, v)}
+                if differs:  # reusing it would run another painter than config.yaml records
+                    raise InputError(
+                        f"{self.folder / 'index.json'}: the P{partition} '{defect}' painter was trained with "
+                        + ", ".join(f"{k} {v}" for k, v in differs.items()) + "; this run asks for "
+                        + ", ".join(f"{k} {wanted[k]}" for k in differs) + ". Use another --generators folder")
                 self.say(f"inpaint: reusing the P{partition} '{defect}' painter from {cached}")
                 result[defect] = cached
                 continue
@@ -186,9 +196,7 @@ class InpaintCache(GeneratorCache):
                                device=self.device, progress=self.progress,
                                extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
                                       "category": self.data.index.category}, **self._dist())
-            train = self.config["train"]
-            self._record(partition, defect, path, names, steps=self.steps if self.steps is not None else
-                         int(train["steps"]), loss=self.loss or train.get("loss", "nsgan"))
+            self._record(partition, defect, path, names, **wanted)
             result[defect] = Path(path)
         return result
 
