@@ -67,6 +67,23 @@ def test_painters_of_other_steps_are_not_reused(classify_run, toy_root, tmp_path
                  "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
     err = capsys.readouterr().err
     assert code == 2 and "trained with steps 2; this run asks for steps 3" in err and "Traceback" not in err
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
+                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
+                 "--inpaint-steps", "2", "--inpaint-loss", "r3gan", "--generators", str(first / "generators"),
+                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
+    assert code == 2 and "trained with loss nsgan; this run asks for loss r3gan" in capsys.readouterr().err
+
+
+def test_inpaint_loss_flag_trains_r3gan_painters(toy_root, tmp_path):
+    config = write_tiny_classify_config(tmp_path / "tiny.yaml")
+    out = tmp_path / "run"
+    assert main(["classify", "--data", str(toy_root), "--category", "toy", "--config", str(config), "--quiet",
+                 "--aug", "inpaint", "--no-baseline", "--partitions", "1", "--steps", "1", "--inpaint-steps", "1",
+                 "--inpaint-loss", "r3gan", "--threads", "1", "--out", str(out)]) == 0
+    index = json.loads((out / "generators" / "inpaint" / "index.json").read_text())
+    for entry in index["defects"]["p1"].values():
+        assert entry["loss"] == "r3gan"
+        assert load_painter_checkpoint(out / "generators" / "inpaint" / entry["checkpoint"])["loss"] == "r3gan"
 
 
 def test_mask_source_flag_dfmgan_and_folder(classify_run, toy_root, tmp_path):

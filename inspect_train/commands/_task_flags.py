@@ -46,6 +46,9 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
     p.add_argument("--inpaint-steps", type=int, help="--aug inpaint: training steps of each painter (per defect type "
                                                      "and partition) when it is trained here (default: the inpaint "
                                                      "config's)")
+    p.add_argument("--inpaint-loss", choices=("nsgan", "r3gan"),
+                   help="--aug inpaint: the painters' adversarial loss when they are trained here (default: the "
+                        "inpaint config's)")
     p.add_argument("--mask-source", metavar="SOURCE",
                    help="--aug inpaint: where each painted defect goes: base (fresh deformed masks of the "
                         "partition's base images; the default), dfmgan (masks drawn by DFMGAN stage-2 generators, "
