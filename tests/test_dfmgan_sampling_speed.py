@@ -111,12 +111,13 @@ def test_bf16_autocast_sampling_is_close_and_well_formed(ckpt):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU here")
-@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "fp16"])
 def test_cuda_sampler_matches_cpu(ckpt, precision):
+    """fp32 on CUDA uses TF32 convolutions by default (10-bit mantissa): close to the CPU, not equal."""
     cpu = DFMGANGenerator({"hole": ckpt}).sample(4, "hole", torch.Generator().manual_seed(2))
     gpu = DFMGANGenerator({"hole": ckpt}, device="cuda", precision=precision).sample(
         4, "hole", torch.Generator().manual_seed(2))
-    tol = 1e-4 if precision == "fp32" else 0.05
+    tol = 5e-3 if precision == "fp32" else 0.05
     assert gpu.images.device.type == "cuda"
     assert (gpu.goods.cpu() - cpu.goods).abs().mean() < tol
 

@@ -122,6 +122,27 @@ def test_stage1_mixes_styles(toy, tiny, tmp_path, monkeypatch):
     assert dims == [3, 2]
 
 
+def test_bf16_autocast_trains_both_stages_with_fp32_weights(toy, tiny, tmp_path):
+    """precision bf16 (what `auto` picks on CUDA) runs on the CPU too: both stages train, losses stay finite, the
+    weights and checkpoints stay fp32; auto on the CPU is fp32, and an unknown precision is one clear error."""
+    from generators.dfmgan.training import Runtime
+    from inspect_train.errors import InputError
+
+    config = copy.deepcopy(tiny)
+    for stage in ("stage1", "stage2"):
+        config[stage]["precision"] = "bf16"
+    bb = fit_backbone(toy.train_good.images[:8], config, tmp_path / "bb", steps=2, progress=False)
+    images, masks = _hole(toy)
+    path = fit_defect(bb, images, masks, "hole", tmp_path / "s2", config=config, steps=2, progress=False)
+    for state in (load_checkpoint(bb), load_checkpoint(path)):
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all()
+                   for v in state["G"].values() if v.is_floating_point())
+    assert Runtime({}, torch.device("cpu")).precision == "fp32"
+    assert not Runtime({}, torch.device("cpu")).channels_last
+    with pytest.raises(InputError, match="precision 'fp8'"):
+        Runtime({"precision": "fp8"}, torch.device("cpu"))
+
+
 def test_stage2_wiring_comes_from_the_stage2_config(backbone, toy, tiny, tmp_path):
     """A backbone trained before the wiring option (no key in its config) still gets the stage-2 config's wiring."""
     images, masks = _hole(toy)

@@ -201,7 +201,7 @@ class MappingNetwork(nn.Module):
         w = self.net(z)
         if track_beta is not None:
             with torch.no_grad():
-                self.w_avg.copy_(w.detach().mean(0).lerp(self.w_avg, track_beta))
+                self.w_avg.copy_(w.detach().float().mean(0).lerp(self.w_avg, track_beta))  # fp32 under autocast too
         if truncation != 1.0:
             w = self.w_avg.lerp(w, truncation)
         return w
@@ -456,8 +456,11 @@ class Discriminator(nn.Module):
         self.conv = EqualConv2d(ch(4) + 1, ch(4), 3)
         self.fc = EqualLinear(ch(4) * 16, ch(4), activate=True)
         self.out = EqualLinear(ch(4), 1)
+        self.channels_last = False  # input layout; the trainer turns it on for CUDA
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         x = self.blocks(self.from_rgb(x))
         x = self.conv(self.mbstd(x))
         return self.out(self.fc(x.flatten(1))).squeeze(1)

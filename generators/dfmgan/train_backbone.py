@@ -24,8 +24,9 @@ from generators.dfmgan.config import check_config
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, resume_from,
-                                        run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
+from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
+                                        fixed_latents, resume_from, run_state, save_on_main, sync_buffers, to_float,
+                                        update_ema)
 from inspect_train.distributed import DistContext
 
 BACKBONE_FILE = "backbone.pt"
@@ -55,7 +56,10 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     torch.manual_seed(seed)
     G = Generator(config, channels).to(dev)
     D = build_discriminator(config, channels).to(dev)
+    runtime = Runtime(stage, dev)
+    runtime.prepare(G, D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    train_good = train_good.to(dev)  # resident on the device: no host gather or copy per step
     opt_G = adam(G.parameters(), stage)
     opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
@@ -76,48 +80,52 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                    grid=lambda: ("stage1/samples_ema",
                                  image_grid(G_ema.synthesize(G_ema.mapping(grid_z), grid_noise), nrow=4)),
                    save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
-    try:
-        while step < total:
-            # Generator step: D frozen, gradients flow through augmentation into G.
-            D.requires_grad_(False)
-            z = torch.randn(batch, G.z_dim, device=dev)
-            w = G.mapping(z, track_beta=0.995)
-            if mixing > 0:
-                w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
-            fake = G.synthesize(w, G.make_noise(batch, dev))
-            loss_G = g_nonsaturating(D(aug_D(fake)))
-            log.watch({"G": loss_G}, step)
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            ctx.average_gradients(G.parameters())
-            opt_G.step()
-            sync_buffers(ctx, G.mapping)
+    with cudnn_autotune(dev):
+        try:
+            while step < total:
+                # Generator step: D frozen, gradients flow through augmentation into G.
+                D.requires_grad_(False)
+                z = torch.randn(batch, G.z_dim, device=dev)
+                with runtime.autocast():
+                    w = G.mapping(z, track_beta=0.995)
+                    if mixing > 0:
+                        w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
+                    fake = G.synthesize(w, G.make_noise(batch, dev))
+                    loss_G = g_nonsaturating(D(aug_D(fake)))
+                log.watch({"G": loss_G}, step)
+                opt_G.zero_grad(set_to_none=True)
+                loss_G.backward()
+                ctx.average_gradients(G.parameters())
+                opt_G.step()
+                sync_buffers(ctx, G.mapping)
 
-            # Discriminator step on the same fakes (detached) and a fresh real batch.
-            D.requires_grad_(True)
-            idx = torch.randint(0, train_good.shape[0], (batch,))
-            real = to_float(train_good[idx], dev)
-            real_logits = D(aug_D(real))
-            loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
-            if ada is not None:
-                ada.observe(real_logits)
-            losses = {"D": loss_D}
-            if step % r1_every == 0:
-                r1 = r1_penalty(lambda x: D(aug_D(x)), real)
-                losses["R1"] = r1
-                log.keep({"R1": r1})
-                loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
-            log.watch(losses, step)
-            opt_D.zero_grad(set_to_none=True)
-            loss_D.backward()
-            ctx.average_gradients(D.parameters())
-            opt_D.step()
+                # Discriminator step on the same fakes (detached) and a fresh real batch.
+                D.requires_grad_(True)
+                idx = torch.randint(0, train_good.shape[0], (batch,))
+                real = to_float(train_good[idx.to(dev)], dev)
+                with runtime.autocast():
+                    real_logits = D(aug_D(real))
+                    loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
+                if ada is not None:
+                    ada.observe(real_logits)
+                losses = {"D": loss_D}
+                if step % r1_every == 0:
+                    with runtime.autocast():
+                        r1 = r1_penalty(lambda x: D(aug_D(x)), real)
+                    losses["R1"] = r1
+                    log.keep({"R1": r1})
+                    loss_D = loss_D + r1 * (r1_gamma / 2 * r1_every)
+                log.watch(losses, step)
+                opt_D.zero_grad(set_to_none=True)
+                loss_D.backward()
+                ctx.average_gradients(D.parameters())
+                opt_D.step()
 
-            update_ema(G_ema, G, stage, step)
-            step += 1
-            log.step_done(step, lambda: {"G": loss_G, **losses, **({"ada_p": torch.tensor(ada.p)} if ada else {})})
-    finally:
-        log.close()
+                update_ema(G_ema, G, stage, step)
+                step += 1
+                log.step_done(step, lambda: {"G": loss_G, **losses, **({"ada_p": torch.tensor(ada.p)} if ada else {})})
+        finally:
+            log.close()
     if not log.saved and not resumed:  # steps=0: still leave a checkpoint behind
         log.save()
     ctx.barrier()

@@ -22,8 +22,9 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
-from generators.dfmgan.training import (adam, check_images, device_of, fixed_latents, resume_from,
-                                        run_state, StageLog, save_on_main, sync_buffers, to_float, update_ema)
+from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
+                                        fixed_latents, resume_from, run_state, save_on_main, sync_buffers, to_float,
+                                        update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
 
@@ -81,6 +82,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     D = build_discriminator(net_config, channels).to(dev)
     D.load_state_dict(backbone["D"])
     Dm = build_dmatch(net_config, channels).to(dev)
+    runtime = Runtime(stage, dev)
+    runtime.prepare(G, D, Dm)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     g_params = [p for m in G.stage2_modules() for p in m.parameters()]
     opt_G = adam(g_params, stage)
@@ -104,7 +107,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
 
     grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
     grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
-    real_masks = defect_masks.float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
+    defect_images = defect_images.to(dev)  # resident on the device: no per-step host gather or copy
+    real_masks = defect_masks.to(dev).float() * 2 - 1  # same [-1, 1] range as tanh(10 M)
     half = batch // 2
 
     def grid():
@@ -116,67 +120,73 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                    f"stage 2 ({defect_type})", progress, tag="stage2/", shown=["G", "D", "D_match", "mask_area"],
                    grid=grid, save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
 
-    try:
-        while step < total:
-            D.requires_grad_(False)
-            Dm.requires_grad_(False)
-            z = torch.randn(batch, G.z_dim, device=dev)  # N independent objects
-            z_def = torch.randn(batch + half, G.z_dim, device=dev)  # + a second defect code for `half` of them
-            with torch.no_grad():
-                w = G.mapping(z)
-                if mixing > 0:  # style mixing on both mappings, one cutoff for the whole batch each
-                    w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
-            w_def = G.defect_mapping(z_def, track_beta=0.995)
-            if mixing > 0:
-                w_def = mix_styles(w_def, G.defect_mapping(torch.randn_like(z_def)), G.n_residual, mixing)
-            noise = {r: [torch.cat([t, t[:half]]) for t in maps] for r, maps in G.make_noise(batch, dev).items()}
-            rendered, rendered_logits, _ = G.synthesize_defect(torch.cat([w, w[:half]]), w_def, noise, with_good=False)
-            fake, mask_logits = rendered[:batch], rendered_logits[:batch]  # what D and D_match see
-            soft_all = torch.tanh(10 * rendered_logits)
-            soft = soft_all[:batch]
-            loss_adv = g_nonsaturating(D(aug_D(fake)))
-            loss_match = g_nonsaturating(Dm(aug_match(torch.cat([fake, soft], 1))))
-            loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
-            loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
-            log.watch({"G": loss_G}, step)
-            opt_G.zero_grad(set_to_none=True)
-            loss_G.backward()
-            ctx.average_gradients(g_params)
-            opt_G.step()
-            sync_buffers(ctx, G.defect_mapping)
+    with cudnn_autotune(dev):
+        try:
+            while step < total:
+                D.requires_grad_(False)
+                Dm.requires_grad_(False)
+                z = torch.randn(batch, G.z_dim, device=dev)  # N independent objects
+                z_def = torch.randn(batch + half, G.z_dim, device=dev)  # + a second defect code for `half` of them
+                with runtime.autocast():
+                    with torch.no_grad():
+                        w = G.mapping(z)
+                        if mixing > 0:  # style mixing on both mappings, one cutoff for the whole batch each
+                            w = mix_styles(w, G.mapping(torch.randn_like(z)), len(G.resolutions), mixing)
+                    w_def = G.defect_mapping(z_def, track_beta=0.995)
+                    if mixing > 0:
+                        w_def = mix_styles(w_def, G.defect_mapping(torch.randn_like(z_def)), G.n_residual, mixing)
+                    noise = {r: [torch.cat([t, t[:half]]) for t in maps] for r, maps in G.make_noise(batch, dev).items()}
+                    rendered, rendered_logits, _ = G.synthesize_defect(torch.cat([w, w[:half]]), w_def, noise,
+                                                                       with_good=False)
+                    fake, mask_logits = rendered[:batch], rendered_logits[:batch]  # what D and D_match see
+                    soft_all = torch.tanh(10 * rendered_logits.float())
+                    soft = soft_all[:batch]
+                    loss_adv = g_nonsaturating(D(aug_D(fake)))
+                    loss_match = g_nonsaturating(Dm(aug_match(torch.cat([fake.float(), soft], 1))))
+                    loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
+                loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
+                log.watch({"G": loss_G}, step)
+                opt_G.zero_grad(set_to_none=True)
+                loss_G.backward()
+                ctx.average_gradients(g_params)
+                opt_G.step()
+                sync_buffers(ctx, G.defect_mapping)
 
-            D.requires_grad_(True)
-            Dm.requires_grad_(True)
-            idx = torch.randint(0, defect_images.shape[0], (batch,))
-            real = to_float(defect_images[idx], dev)
-            real_pair = torch.cat([real, real_masks[idx].to(dev)], 1)
-            fake_pair = torch.cat([fake.detach(), soft.detach()], 1)
-            real_logits = D(aug_D(real))
-            loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
-            if ada is not None:
-                ada.observe(real_logits)
-            loss_Dm = d_logistic(Dm(aug_match(real_pair)), Dm(aug_match(fake_pair)))
-            losses = {"D": loss_D, "D_match": loss_Dm}
-            total_D = loss_D + loss_Dm
-            if step % r1_every == 0:
-                r1 = r1_penalty(lambda x: D(aug_D(x)), real)
-                r1m = r1_penalty(lambda x: Dm(aug_match(x)), real_pair)
-                losses.update({"R1": r1, "R1_match": r1m})
-                log.keep({"R1": r1, "R1_match": r1m})
-                total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
-            log.watch(losses, step)
-            opt_D.zero_grad(set_to_none=True)
-            total_D.backward()
-            ctx.average_gradients(list(D.parameters()) + list(Dm.parameters()))
-            opt_D.step()
+                D.requires_grad_(True)
+                Dm.requires_grad_(True)
+                idx = torch.randint(0, defect_images.shape[0], (batch,))
+                idx = idx.to(dev)
+                real = to_float(defect_images[idx], dev)
+                real_pair = torch.cat([real, real_masks[idx]], 1)
+                fake_pair = torch.cat([fake.detach().float(), soft.detach()], 1)
+                with runtime.autocast():
+                    real_logits = D(aug_D(real))
+                    loss_D = d_logistic(real_logits, D(aug_D(fake.detach())))
+                    loss_Dm = d_logistic(Dm(aug_match(real_pair)), Dm(aug_match(fake_pair)))
+                if ada is not None:
+                    ada.observe(real_logits)
+                losses = {"D": loss_D, "D_match": loss_Dm}
+                total_D = loss_D + loss_Dm
+                if step % r1_every == 0:
+                    with runtime.autocast():
+                        r1 = r1_penalty(lambda x: D(aug_D(x)), real)
+                        r1m = r1_penalty(lambda x: Dm(aug_match(x)), real_pair)
+                    losses.update({"R1": r1, "R1_match": r1m})
+                    log.keep({"R1": r1, "R1_match": r1m})
+                    total_D = total_D + (r1 + r1m) * (r1_gamma / 2 * r1_every)
+                log.watch(losses, step)
+                opt_D.zero_grad(set_to_none=True)
+                total_D.backward()
+                ctx.average_gradients(list(D.parameters()) + list(Dm.parameters()))
+                opt_D.step()
 
-            update_ema(G_ema, G, stage, step)
-            step += 1
-            log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
-                                         "mask_area": (mask_logits >= 0).float().mean(), **losses,
-                                         **({"ada_p": torch.tensor(ada.p)} if ada else {})})
-    finally:
-        log.close()
+                update_ema(G_ema, G, stage, step)
+                step += 1
+                log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
+                                             "mask_area": (mask_logits >= 0).float().mean(), **losses,
+                                             **({"ada_p": torch.tensor(ada.p)} if ada else {})})
+        finally:
+            log.close()
     if not log.saved and not resumed:
         log.save()
     ctx.barrier()

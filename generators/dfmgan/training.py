@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
@@ -32,6 +33,54 @@ def device_of(device: str | torch.device) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"device {device}: CUDA is not available here")
     return device
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+class Runtime:
+    """How a GAN stage runs on its device. `precision` in the stage config: auto (bf16 autocast on CUDA, fp32
+    elsewhere), fp32 or bf16 (bf16 runs on the CPU too, which is how the tests exercise it). The weights, the
+    optimiser and the losses stay fp32; only the forward passes run under autocast. channels_last activations on
+    CUDA, where the convolution kernels prefer them."""
+
+    def __init__(self, stage: dict, device: torch.device):
+        choice = str(stage.get("precision", "auto"))
+        if choice not in PRECISIONS:
+            raise InputError(f"precision '{choice}': choose one of {', '.join(PRECISIONS)}")
+        if choice == "auto":
+            choice = "bf16" if device.type == "cuda" else "fp32"
+        self.precision, self.device = choice, device
+        self.channels_last = device.type == "cuda"
+
+    def autocast(self):
+        if self.precision == "fp32":
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
+
+    def prepare(self, *modules: nn.Module) -> None:
+        """channels_last weights and activations (CUDA): G lays out its features, D its input."""
+        if not self.channels_last:
+            return
+        for module in modules:
+            module.to(memory_format=torch.channels_last)
+            if hasattr(module, "channels_last"):
+                module.channels_last = True
+
+
+@contextmanager
+def cudnn_autotune(device: torch.device):
+    """cudnn.benchmark for the GAN stage (fixed shapes every step, so the autotuned kernels pay off), then the
+    process's previous settings back: the downstream tasks turn it off for their determinism."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = True, False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
 
 
 def to_float(images_u8: torch.Tensor, device: torch.device) -> torch.Tensor:
