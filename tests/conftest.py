@@ -12,6 +12,14 @@ def toy_root(tmp_path_factory):
     return write_toy_dataset(tmp_path_factory.mktemp("toy-data"), seed=0)
 
 
+@pytest.fixture(scope="session")
+def tiny_config(tmp_path_factory):
+    """The tiny classify preset (models saved), as a path: the classify and open-set tests share it."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    write_tiny_classify_config(path, save_models=True)
+    return str(path)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_thread():
     """The tests run tiny networks, which are fastest on one intra-op thread (no OpenMP oversubscription)."""

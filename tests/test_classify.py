@@ -13,14 +13,6 @@ from inspect_train.data.category import load_category
 from inspect_train.protocol import get_partition, make_manifest
 from inspect_train.report import read_results
 from inspect_train.tasks.runner import steps_for_epochs
-from conftest import write_tiny_classify_config
-
-
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    write_tiny_classify_config(path, save_models=True)
-    return str(path)
 
 
 def classify(toy_root, tiny_config, out, *extra):

@@ -177,18 +177,24 @@ def test_defect_resume_gives_identical_next_steps(backbone, toy, tmp_path):
         assert _equal_states(straight[key], resumed[key]), key
 
 
-def test_non_finite_loss_stops_and_keeps_last_checkpoint(toy, tiny, tmp_path, monkeypatch):
-    config = copy.deepcopy(tiny)
-    config["stage1"]["save_every"] = 1
+def _poison_generator_loss(monkeypatch, at_call: int, factor: float) -> dict:
+    """Stage 1's G loss times `factor` (nan, inf) at its `at_call`-th computation; returns the call counter."""
     calls = {"n": 0}
     real_loss = tb.g_nonsaturating
 
     def poisoned(logits):
         calls["n"] += 1
         loss = real_loss(logits)
-        return loss * float("nan") if calls["n"] == 3 else loss
+        return loss * factor if calls["n"] == at_call else loss
 
     monkeypatch.setattr(tb, "g_nonsaturating", poisoned)
+    return calls
+
+
+def test_non_finite_loss_stops_and_keeps_last_checkpoint(toy, tiny, tmp_path, monkeypatch):
+    config = copy.deepcopy(tiny)
+    config["stage1"]["save_every"] = 1
+    calls = _poison_generator_loss(monkeypatch, at_call=3, factor=float("nan"))
     with pytest.raises(TrainingDiverged, match="loss G is nan"):
         fit_backbone(toy.train_good.images[:16], config, tmp_path, steps=5, progress=False)
     state = load_checkpoint(tmp_path / "backbone.pt")
@@ -201,15 +207,7 @@ def test_divergence_is_caught_at_the_next_check_without_a_sync_per_step(toy, tin
     at the step-10 log check, names the step it happened at, and the step-5 checkpoint stays the last one."""
     config = copy.deepcopy(tiny)
     config["stage1"].update(save_every=5, log_every=10, grid_every=1000)
-    calls = {"n": 0}
-    real_loss = tb.g_nonsaturating
-
-    def poisoned(logits):
-        calls["n"] += 1
-        loss = real_loss(logits)
-        return loss * float("inf") if calls["n"] == 7 else loss
-
-    monkeypatch.setattr(tb, "g_nonsaturating", poisoned)
+    calls = _poison_generator_loss(monkeypatch, at_call=7, factor=float("inf"))
     with pytest.raises(TrainingDiverged, match="stopped at step 6: loss G is inf"):
         fit_backbone(toy.train_good.images[:16], config, tmp_path, steps=30, progress=False)
     assert calls["n"] == 10, "stopped at the first check after the divergence"

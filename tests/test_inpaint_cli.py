@@ -42,13 +42,18 @@ def test_classify_has_an_inpaint_arm(classify_run):
         assert state["step"] == 2 and state["partition"] == 1 and sorted(state["base"]) == sorted(split["base"])
 
 
+def _segment_with_painters(toy_root, first, out, *extra):
+    """A tiny segment run with an inpaint arm, reusing the painters and manifest of the classify run `first`."""
+    return main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
+                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
+                 "--generators", str(first / "generators"), "--manifest", str(first / "manifest.json"),
+                 "--out", str(out), *extra])
+
+
 def test_segment_reuses_the_painters(classify_run, toy_root, tmp_path, capsys):
     _, first = classify_run
     capsys.readouterr()
-    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
-                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
-                 "--inpaint-steps", "2", "--generators", str(first / "generators"),
-                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
+    code = _segment_with_painters(toy_root, first, tmp_path / "seg", "--inpaint-steps", "2")
     assert code == 0
     assert "reusing the P1 'hole' painter" in capsys.readouterr().out
     results = json.loads((tmp_path / "seg" / "results.json").read_text())
@@ -61,16 +66,11 @@ def test_painters_of_other_steps_are_not_reused(classify_run, toy_root, tmp_path
     config.yaml would otherwise record a painter it did not use."""
     _, first = classify_run
     capsys.readouterr()
-    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
-                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
-                 "--inpaint-steps", "3", "--generators", str(first / "generators"),
-                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
+    code = _segment_with_painters(toy_root, first, tmp_path / "seg", "--inpaint-steps", "3")
     err = capsys.readouterr().err
     assert code == 2 and "trained with steps 2; this run asks for steps 3" in err and "Traceback" not in err
-    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
-                 "--partitions", "1", "--device", "cpu", "--quiet", "--steps", "2", "--aug", "inpaint",
-                 "--inpaint-steps", "2", "--inpaint-loss", "r3gan", "--generators", str(first / "generators"),
-                 "--manifest", str(first / "manifest.json"), "--out", str(tmp_path / "seg")])
+    code = _segment_with_painters(toy_root, first, tmp_path / "seg", "--inpaint-steps", "2",
+                                  "--inpaint-loss", "r3gan")
     assert code == 2 and "trained with loss nsgan; this run asks for loss r3gan" in capsys.readouterr().err
 
 

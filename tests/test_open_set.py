@@ -9,7 +9,6 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import write_tiny_classify_config
 from inspect_train.cli import main
 from inspect_train.metrics.open_set import OPEN_SET_METRICS, fpr_at_tpr, open_set_metrics, unknown_scores
 from inspect_train.report import read_results
@@ -67,13 +66,6 @@ def test_undefined_without_unknown_images():
 
 
 # ----------------------------------------------------------------------------- end to end
-
-
-@pytest.fixture(scope="module")
-def tiny_config(tmp_path_factory):
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    write_tiny_classify_config(path, save_models=True)
-    return str(path)
 
 
 def classify(data, tiny_config, out, *extra):
