@@ -61,9 +61,13 @@ class TaskSettings:
         if self.cpu_threads is not None and int(self.cpu_threads) < 1:
             raise InputError(f"--threads must be at least 1 (got {self.cpu_threads})")
         source = ((self.generators or {}).get("inpaint") or {}).get("mask_source")
-        if source not in (None, "base", "dfmgan") and not Path(str(source)).is_dir():
+        if source not in (None, "base", "dfmgan"):
             # checked before any arm trains: a typo must not surface after the baseline's hour
-            raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
+            if not Path(str(source)).is_dir():
+                raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
+            from generators.inpaint.masks import mask_paths
+
+            mask_paths(source)  # the painter's own check of the folder: no PNG is one clear error
 
 
 @dataclass

@@ -163,6 +163,8 @@ def test_fit_inpaint_then_generate_from_masks(toy_root, tmp_path, capsys):
       "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "--inpaint-steps"),
     (["segment", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--mask-source", "{tmp}/nowhere",
       "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "not base, dfmgan or a folder"),
+    (["segment", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--mask-source", "{empty}",
+      "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "no mask PNGs"),
 ])
 def test_bad_input_is_one_line_exit_2(toy_root, tmp_path, capsys, argv, message):
     empty = tmp_path / "empty"

@@ -89,7 +89,7 @@ class AdaptiveAugment:
 
     def __init__(self, policy: str | None, color_channels: int | None, *, target: float = 0.6, kimg: float = 500.0,
                  interval: int = 4, batch: int = 8, ctx=None):
-        self.policy, self.color_channels = policy, color_channels
+        self.ops, self.color_channels = parse_policy(policy), color_channels  # parsed once, not every call
         self.target, self.interval = float(target), int(interval)
         self.step_size = batch * self.interval / (float(kimg) * 1000.0)
         self.ctx = ctx
@@ -101,7 +101,7 @@ class AdaptiveAugment:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if self.p <= 0:
             return x
-        for op in parse_policy(self.policy):
+        for op in self.ops:
             changed = augment(x, op, self.color_channels)
             keep = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < self.p
             x = torch.where(keep, changed, x)
@@ -121,7 +121,6 @@ class AdaptiveAugment:
         overfit = float(total[0] / total[1])  # one host read per interval
         direction = 1.0 if overfit > self.target else -1.0 if overfit < self.target else 0.0
         self.p = min(max(self.p + direction * self.step_size, 0.0), 1.0)
-        self.last_signal = overfit
         self._signs, self._count = None, 0
 
     def state_dict(self) -> dict:

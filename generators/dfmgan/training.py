@@ -248,7 +248,8 @@ class StageLog:
     stage config; always at the last step). Only rank 0 shows and writes; saving is collective.
 
     `tag` prefixes the scalar names, `shown` are the names in the bar, `grid()` -> (name, image) is drawn
-    on rank 0, `save()` writes the checkpoint at `checkpoint`; `watch()` losses stop the run when non-finite; `on_step(step)` lets benchmarks time the steps alone.
+    on rank 0, `save()` writes the checkpoint at `checkpoint`; `watch()` losses stop the run when non-finite;
+    `on_step(step)` lets benchmarks time the steps alone.
     Terms computed only every few steps (lazy R1) go through `keep()`: their last value is logged at every
     log step, since their interval need not land on one (R1 at steps 0, 4, 8... never met log steps 10, 20...)."""
 

@@ -1,4 +1,5 @@
-"""Inpaint painter configs: YAML presets in configs/ (inpaint-tiny, inpaint-64, inpaint-128) or a path, checked on load."""
+"""Inpaint painter configs: YAML presets in configs/ (inpaint-tiny, inpaint-64, inpaint-128) or a path, checked
+on load."""
 
 from __future__ import annotations
 

@@ -35,7 +35,7 @@ def register(subparsers) -> None:
     sub.required = True
 
     def common(p, config_default, family="dfmgan"):
-        sizes = "tiny, 128" if family == "inpaint" else "tiny, 64, 128, 256"
+        sizes = "tiny, 64, 128" if family == "inpaint" else "tiny, 64, 128, 256"
         p.add_argument("--config", default=config_default,
                        help=f"config name under configs/ ({family}-{{{sizes}}}) or a YAML path")
         p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")

@@ -53,11 +53,12 @@ def fpr_at_tpr(is_unknown, score, tpr: float = 0.95) -> float | None:
     return float(fpr[np.searchsorted(tprs, tpr - 1e-12, side="left")])
 
 
-def open_set_metrics(logits, labels, is_unknown) -> dict:
+def open_set_metrics(logits, labels, is_unknown, scores: dict[str, np.ndarray] | None = None) -> dict:
     """Known-vs-unknown AUROC, AU-PR and FPR@95%TPR of each unknown score, and the closed-set accuracy.
 
     `labels` (N,) are class indices for known images (anything for unknown ones); `is_unknown` (N,) marks the
     images of the held-out type. The closed-set accuracy is the arg-max accuracy on the known images alone.
+    `scores`: unknown_scores(logits) when the caller has them already.
     """
     logits = _as_array(logits, np.float64)
     is_unknown = _as_array(is_unknown, bool).ravel()
@@ -66,7 +67,7 @@ def open_set_metrics(logits, labels, is_unknown) -> dict:
         raise ValueError(f"{logits.shape[0]} rows of logits, {labels.size} labels, {is_unknown.size} unknown flags")
     both = bool(is_unknown.any()) and not bool(is_unknown.all())
     result: dict = {}
-    for name, score in unknown_scores(logits).items():
+    for name, score in (scores if scores is not None else unknown_scores(logits)).items():
         result[f"{name}_auroc"] = float(roc_auc_score(is_unknown, score)) if both else None
         result[f"{name}_auprc"] = float(average_precision_score(is_unknown, score)) if both else None
         result[f"{name}_fpr95"] = fpr_at_tpr(is_unknown, score)

@@ -57,11 +57,12 @@ def _open_set_evaluation(logits: torch.Tensor, tests: TestSet) -> Evaluation:
 
     probabilities = torch.softmax(logits, dim=1)
     known = ~tests.unknown
-    metrics = open_set_metrics(logits.numpy(), tests.labels.numpy(), tests.unknown.numpy())
+    scores = unknown_scores(logits.numpy())
+    metrics = open_set_metrics(logits.numpy(), tests.labels.numpy(), tests.unknown.numpy(), scores=scores)
     metrics["closed_set"] = classification_metrics(probabilities[known].numpy(), tests.labels[known].numpy(),
                                                    tests.classes, good_class=GOOD)
-    scores = {name: torch.from_numpy(values) for name, values in unknown_scores(logits.numpy()).items()}
-    return Evaluation(metrics, probabilities, unknown_scores=scores)
+    return Evaluation(metrics, probabilities,
+                      unknown_scores={name: torch.from_numpy(values) for name, values in scores.items()})
 
 
 def _step(model, batch):

@@ -76,9 +76,12 @@ class GeneratorCache:
         """Pass the process group to the trainers only when there is one (one process: the plain call)."""
         return {"dist_ctx": self.ctx} if self.ctx.enabled else {}
 
-    def _cached(self, partition: int, defect: str, names: list[str]) -> Path | None:
+    def _cached(self, partition: int, defect: str, names: list[str],
+                trained_with: dict | None = None) -> Path | None:
         """The checkpoint of this partition's `defect` if one was trained on exactly these base images; an
-        entry for another base set is refused (reusing it would show test images to training)."""
+        entry for another base set is refused (reusing it would show test images to training). `trained_with`
+        {key: value} is what this run asks for (a painter's steps and loss): an entry recorded with other values
+        is refused by name too, since the run's config.yaml would record a generator it did not use."""
         entry = self.index["defects"].get(f"p{partition}", {}).get(defect)
         if entry is None:
             return None
@@ -88,7 +91,15 @@ class GeneratorCache:
                 "set (another manifest?); reusing it would show test images to training. "
                 "Use a fresh --generators folder")
         path = self.folder / entry["checkpoint"]
-        return path if path.exists() else None
+        if not path.exists():
+            return None
+        differs = {k: entry.get(k) for k, v in (trained_with or {}).items() if entry.get(k) not in (None, v)}
+        if differs:
+            raise InputError(
+                f"{self.folder / INDEX}: the P{partition} '{defect}' generator was trained with "
+                + ", ".join(f"{k} {v}" for k, v in differs.items()) + "; this run asks for "
+                + ", ".join(f"{k} {trained_with[k]}" for k in differs) + ". Use another --generators folder")
+        return path
 
     def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
         self.index["defects"].setdefault(f"p{partition}", {})[defect] = {
@@ -174,15 +185,8 @@ class InpaintCache(GeneratorCache):
                   "steps": self.steps if self.steps is not None else int(train["steps"])}
         result = {}
         for defect, names in sorted(base_names.items()):
-            cached = self._cached(partition, defect, names)
+            cached = self._cached(partition, defect, names, trained_with=wanted)
             if cached is not None:
-                entry = self.index["defects"][f"p{partition}"][defect]
-                differs = {k: entry.get(k) for k, v in wanted.items() if entry.get(k) not in (None, v)}
-                if differs:  # reusing it would run another painter than config.yaml records
-                    raise InputError(
-                        f"{self.folder / 'index.json'}: the P{partition} '{defect}' painter was trained with "
-                        + ", ".join(f"{k} {v}" for k, v in differs.items()) + "; this run asks for "
-                        + ", ".join(f"{k} {wanted[k]}" for k in differs) + ". Use another --generators folder")
                 self.say(f"inpaint: reusing the P{partition} '{defect}' painter from {cached}")
                 result[defect] = cached
                 continue
@@ -240,8 +244,8 @@ def open_inpaint_cache(data: CategoryData, folder: Path, *, seed: int, device, m
                        progress: bool = True, ctx=None, say: Callable[[str], None] = print) -> InpaintCache:
     """The inpaint painters of one classify/segment run, under `folder`. `config` None: inpaint-tiny for a task
     at 32 px or less, inpaint-64 up to 64 px, else inpaint-128; `steps` None: the config's. They train at the
-    config's square resolution (the category is loaded again at that size when the task's differs); the online dataset resizes
-    their samples to the task's resolution."""
+    config's square resolution (the category is loaded again at that size when the task's differs); the online
+    dataset resizes their samples to the task's resolution."""
     from generators.inpaint.api import default_config_for, load_config
 
     if steps is not None and steps < 0:
