@@ -240,7 +240,22 @@ def open_set_table(results: dict) -> list[str]:
             if diff is not None:
                 lines.append(f"| {held_out} | {arm} - {baseline} | "
                              + " | ".join(fmt_stats(diff.get(m), signed=True) for m in metrics) + " |")
-    return lines
+    return lines + open_set_tests_table(section)
+
+
+def open_set_tests_table(section: dict) -> list[str]:
+    """Per held-out type, partition and arm: the paired tests against the baseline on the same test images."""
+    rows = [(t, p["partition"], arm, tests) for p in section["partitions"] for t, run in p["held_out"].items()
+            for arm, tests in (run.get("tests") or {}).items()]
+    if not rows:
+        return []
+    keys = sorted({k for *_, tests in rows for k in tests})
+    return ["", "**Open set: is it noise?** Each arm against the baseline on the same test images: exact McNemar "
+            "test for the closed-set accuracy on the known images (p, then images only the arm got right vs only "
+            "the baseline got right); paired bootstrap 95% interval of the AUROC difference for each unknown score.",
+            "", "| held out | partition | arm | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys),
+            *[f"| {t} | P{k} | {arm} | " + " | ".join(_test_cell(tests.get(m, {})) for m in keys) + " |"
+              for t, k, arm, tests in sorted(rows, key=lambda r: (r[0], r[1], r[2]))]]
 
 
 def write_report_md(results: dict, path: str | Path, chart: Path | None = None) -> Path:

@@ -15,6 +15,7 @@ from inspect_train.metrics.paired import (
     mcnemar_exact,
     paired_bootstrap,
     segmentation_intervals,
+    unknown_auroc_intervals,
 )
 from inspect_train.metrics.segmentation import METRIC_KEYS, region_weights, segmentation_metrics
 
@@ -160,3 +161,21 @@ def test_segmentation_missing_class_in_resamples():
         assert 0 < r[key]["n_resamples"] < 50, key
     none = segmentation_intervals(maps, maps, np.zeros_like(masks), sigma=2.0, n_resamples=10)
     assert all(v["difference"] is None and v["low"] is None and v["n_resamples"] == 0 for v in none.values())
+
+
+def test_unknown_auroc_intervals():
+    rng = np.random.default_rng(0)
+    unknown = np.r_[np.zeros(40, bool), np.ones(20, bool)]
+    noise = rng.normal(size=60)
+    weak = {"msp": noise + 0.3 * unknown, "energy": noise}
+    strong = {"msp": noise + 3.0 * unknown, "energy": noise}
+    out = unknown_auroc_intervals(weak, strong, unknown, n_resamples=300, seed=1)
+    assert set(out) == {"msp_auroc", "energy_auroc"}
+    from sklearn.metrics import roc_auc_score
+    exact = roc_auc_score(unknown, strong["msp"]) - roc_auc_score(unknown, weak["msp"])
+    assert out["msp_auroc"]["difference"] == pytest.approx(exact) and out["msp_auroc"]["low"] > 0
+    assert out["energy_auroc"]["difference"] == 0.0 and out["energy_auroc"]["low"] == out["energy_auroc"]["high"] == 0.0
+    # a resample can miss every unknown image: it is skipped, not counted as a tie
+    few = np.r_[np.zeros(30, bool), np.ones(1, bool)]
+    sparse = unknown_auroc_intervals({"msp": np.arange(31.0)}, {"msp": -np.arange(31.0)}, few, n_resamples=200)
+    assert 0 < sparse["msp_auroc"]["n_resamples"] < 200

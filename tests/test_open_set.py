@@ -111,7 +111,15 @@ def test_open_set_end_to_end_nothing_of_the_held_out_type_reaches_training(toy_r
     for t, entry in held.items():
         used = {(c, n) for c, n in entry["real_images_used"]}
         assert used == {(k, n) for k, names in known_of[t].items() for n in names}
-        assert entry["classes"] == [k for k in TYPES if k != t] and entry["tests"] == {}
+        assert entry["classes"] == [k for k in TYPES if k != t]
+        paired = entry["tests"]["crop-paste"]  # against real-only on the same test images
+        assert set(paired) == {"closed_set_accuracy", "msp_auroc", "energy_auroc"}
+        assert paired["closed_set_accuracy"]["test"] == "mcnemar_exact"
+        for score in ("msp", "energy"):
+            interval = paired[f"{score}_auroc"]
+            expected = entry["arms"]["crop-paste"][f"{score}_auroc"] - entry["arms"]["none"][f"{score}_auroc"]
+            assert interval["difference"] == pytest.approx(expected)
+            assert interval["low"] <= interval["high"] and interval["n_resamples"] > 0
         assert entry["test_unknown"] == len(base[t]) + len(manifest[t]["test"])  # all of it, base and test
         for arm in ("none", "crop-paste"):
             metrics = entry["arms"][arm]
@@ -141,6 +149,7 @@ def test_open_set_end_to_end_nothing_of_the_held_out_type_reaches_training(toy_r
     report = (out / "report.md").read_text()
     assert "**Open set.**" in report and "| held out | arm | msp_auroc |" in report
     assert "| stain | crop-paste - none |" in report
+    assert "**Open set: is it noise?**" in report and "| hole | P1 | crop-paste | p = " in report
 
 
 def test_unknown_names_the_held_out_type_same_seed_same_numbers_with_good(toy_root, tiny_config, tmp_path):
@@ -176,3 +185,13 @@ def test_two_defect_types_are_too_few(toy_root, tiny_config, tmp_path, capsys):
     assert classify(data, tiny_config, tmp_path / "o", "--open-set") == 2
     err = capsys.readouterr().err
     assert "at least 2 known ones left" in err and "Traceback" not in err
+
+
+def test_epochs_count_only_the_known_base_images(toy_root, tiny_config, tmp_path):
+    assert classify(toy_root, tiny_config, tmp_path / "o", "--unknown", "scratch", "--epochs", "1",
+                    "--batch-size", "4") == 0
+    results = read_results(tmp_path / "o")
+    base = json.loads((tmp_path / "o" / "manifest.json").read_text())["partitions"][0]["defects"]
+    known = sum(len(base[t]["base"]) for t in TYPES if t != "scratch")
+    assert known < sum(len(base[t]["base"]) for t in TYPES)
+    assert results["config"]["steps"] == math.ceil(known / 4)

@@ -134,6 +134,25 @@ def classification_ap_interval(prob_baseline, prob_arm, labels, n_resamples: int
     return paired_bootstrap(statistic, labels.size, n_resamples, seed, confidence)
 
 
+def unknown_auroc_intervals(scores_baseline: dict, scores_arm: dict, is_unknown, n_resamples: int = 1000,
+                            seed: int = 0, confidence: float = 0.95) -> dict[str, dict]:
+    """Open set: paired bootstrap of each unknown score's known-vs-unknown AUROC (keys `<score>_auroc`), an arm
+    against the baseline on the same test images; a resample without both known and unknown images is skipped."""
+    unknown = _as_bool(is_unknown)
+    names = [name for name in scores_baseline if name in scores_arm]
+    base = {n: np.asarray(scores_baseline[n], dtype=np.float64).ravel() for n in names}
+    arm = {n: np.asarray(scores_arm[n], dtype=np.float64).ravel() for n in names}
+
+    def auroc(scores, indices):
+        picked = unknown[indices]
+        return float(roc_auc_score(picked, scores[indices])) if picked.any() and not picked.all() else None
+
+    def statistic(indices):
+        return {f"{n}_auroc": (auroc(base[n], indices), auroc(arm[n], indices)) for n in names}
+
+    return _bootstrap_many(statistic, unknown.size, n_resamples, seed, confidence)
+
+
 def _pixel_histograms(maps: np.ndarray, masks: np.ndarray, weights: np.ndarray, n_bins: int):
     """Per-image score histograms (each (N, n_bins)): defect pixels, defect pixels weighted by region, good pixels."""
     if not np.isfinite(maps).all():

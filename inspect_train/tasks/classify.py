@@ -179,10 +179,18 @@ class ClassifyTask:
         return rows
 
     def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings, seed: int) -> dict:
-        from inspect_train.metrics.paired import classification_ap_interval, mcnemar_exact
+        from inspect_train.metrics.paired import classification_ap_interval, mcnemar_exact, unknown_auroc_intervals
 
         labels = tests.labels.numpy()
         right = lambda e: (e.outputs.argmax(1).numpy() == labels)  # noqa: E731
+        if tests.unknown is not None:  # open set: flagging the held-out type, and accuracy on the known images
+            known = ~tests.unknown.numpy()
+            return {
+                "closed_set_accuracy": mcnemar_exact(right(baseline)[known], right(arm)[known]),
+                **unknown_auroc_intervals({k: v.numpy() for k, v in baseline.unknown_scores.items()},
+                                          {k: v.numpy() for k, v in arm.unknown_scores.items()}, tests.unknown,
+                                          n_resamples=settings.bootstrap_resamples, seed=seed),
+            }
         return {
             "accuracy": mcnemar_exact(right(baseline), right(arm)),
             "auprc": classification_ap_interval(baseline.outputs.numpy(), arm.outputs.numpy(), labels,

@@ -139,6 +139,17 @@ def steps_for_epochs(epochs: float, data: CategoryData, part: dict, classes: lis
     return max(1, math.ceil(epochs * pool / batch_size))
 
 
+def _steps_for_epochs(task: Task, settings: TaskSettings, epochs: float, data: CategoryData, part: dict,
+                      held_out: list[str] | None) -> int:
+    """--epochs as steps, the same for every run of the command. Open set: a run trains on the known types only,
+    so the epoch is the mean over the held-out runs of their known pools (the held-out base images never count)."""
+    from inspect_train.tasks.open_set import known_part
+
+    views = [known_part(part, t) for t in held_out] if held_out else [part]
+    pools = [steps_for_epochs(1.0, data, v, task.class_names(settings, sorted(v["defects"])), 1) for v in views]
+    return max(1, math.ceil(epochs * (sum(pools) / len(pools)) / settings.batch_size))
+
+
 # ----------------------------------------------------------------------------- one arm
 
 
@@ -274,7 +285,7 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
         }
         if arm == BASELINE:
             baseline = evaluation
-        elif baseline is not None and not held_out:  # (no paired tests of the open-set scores yet)
+        elif baseline is not None:
             entry["tests"][arm] = task.paired_tests(tests, baseline, evaluation, settings, seed)
         ctx.barrier()
     # The audit trail of the protocol: every real image any arm trained on, as (class, file name).
@@ -408,9 +419,8 @@ def _run(task: Task, args, ctx) -> int:
     data = load_category(data_root, category, size=size, index=index)
     task.check_data(settings, data)
     if args.epochs is not None:
-        first = get_partition(manifest, args.partitions[0])
-        classes = task.class_names(settings, sorted(first["defects"]))
-        settings.steps = steps_for_epochs(args.epochs, data, first, classes, settings.batch_size)
+        settings.steps = _steps_for_epochs(task, settings, args.epochs, data, get_partition(manifest, args.partitions[0]),
+                                           held_out)
 
     run = {"task": task.name, "aug": arms, "data": str(data_root), "category": category,
            "partitions": list(args.partitions), "seed": args.seed, "manifest": str(manifest_path),
