@@ -1,8 +1,9 @@
 """The public DFMGAN API other modules use: configs, the two training stages, and the sampler.
 
 Inputs are uint8 (N, C, H, W) tensors (masks bool (N, 1, H, W)) already resized to the
-config's square `resolution`; the channel count comes from the data and is kept in
-the checkpoint, so a grey dataset gives a grey generator.
+config's `resolution` (N for a square, or HxW; see generators.dfmgan.config.resolution_hw);
+the channel count comes from the data and is kept in the checkpoint, so a grey dataset
+gives a grey generator.
 """
 
 from __future__ import annotations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from generators.dfmgan.config import resolution_hw, resolution_value
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, count_params
 
 
@@ -12,7 +13,7 @@ def describe(config: dict, channels: int = 3) -> dict:
     G.add_defect_modules()
     return {
         "config": config.get("name"),
-        "resolution": int(config["resolution"]),
+        "resolution": resolution_value(resolution_hw(config)),
         "channels": int(channels),
         "G_backbone": count_params(G.backbone_modules()),
         "stage2_trainable": count_params(G.stage2_modules()),

@@ -15,6 +15,9 @@ and an upsampling layer's epilogue also applies the next layer's input styles, s
 no large tensor is allocated for either; the result equals the autograd path up
 to float rounding. Everything works on channels_last inputs, which the sampler uses.
 
+Images are square or H x W (config `resolution`): levels are named by the short side S (channel widths and
+`res_start` follow it), and the maps at level r are (rH/S) x (rW/S), from a (4H/S) x (4W/S) constant.
+
 Stage 2 (DFMGAN): a defect mapping network maps z_defect to w_defect; residual
 blocks beside the synthesis blocks from `res_start` up produce defect features;
 a ToMask layer on the first residual block gives the mask logits M; residual
@@ -30,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from generators.dfmgan.config import LEGACY_RESIDUAL_INPUT
+from generators.dfmgan.config import LEGACY_RESIDUAL_INPUT, parse_hw, resolution_hw
 
 SQRT2 = math.sqrt(2.0)
 
@@ -208,13 +211,15 @@ class MappingNetwork(nn.Module):
 
 
 class SynthesisBlock(nn.Module):
-    """One resolution of the backbone: (upsample +) two style layers, then a skip ToRGB."""
+    """One resolution of the backbone: (upsample +) two style layers, then a skip ToRGB. The first block starts
+    from a learned constant of `const_size` (4x4 for a square image, the image's aspect otherwise)."""
 
-    def __init__(self, in_ch: int, out_ch: int, w_dim: int, img_channels: int, first: bool):
+    def __init__(self, in_ch: int, out_ch: int, w_dim: int, img_channels: int, first: bool,
+                 const_size: tuple[int, int] = (4, 4)):
         super().__init__()
         self.first = first
         if first:
-            self.const = nn.Parameter(torch.randn(out_ch, 4, 4))
+            self.const = nn.Parameter(torch.randn(out_ch, *const_size))
             self.conv0 = None
         else:
             self.conv0 = StyleLayer(in_ch, out_ch, w_dim, up=True)
@@ -267,7 +272,8 @@ class Generator(nn.Module):
     def __init__(self, config: dict, img_channels: int):
         super().__init__()
         self.config = dict(config)
-        self.resolution = int(config["resolution"])
+        self.size = resolution_hw(config)  # (H, W) of the images
+        self.resolution = min(self.size)  # the short side: the level that channel widths and res_start refer to
         self.img_channels = int(img_channels)
         self.z_dim, self.w_dim = int(config["z_dim"]), int(config["w_dim"])
         self.res_start = int(config["res_start"])
@@ -277,7 +283,8 @@ class Generator(nn.Module):
         self.mapping = MappingNetwork(self.z_dim, self.w_dim, int(config["mapping_layers"]),
                                       float(config.get("mapping_lr_mul", 0.01)))
         self.blocks = nn.ModuleList(
-            SynthesisBlock(self.ch(max(r // 2, 4)), self.ch(r), self.w_dim, self.img_channels, first=(r == 4))
+            SynthesisBlock(self.ch(max(r // 2, 4)), self.ch(r), self.w_dim, self.img_channels, first=(r == 4),
+                           const_size=self.level_size(4))
             for r in self.resolutions
         )
         # residual blocks above the first read the defect-injected features (paper) or the last residual output
@@ -285,6 +292,7 @@ class Generator(nn.Module):
         self.defect_mapping = None
         self.res_blocks = None
         self.to_mask = None
+        self.mask_refiners = None
         self.channels_last = False  # activation layout; the sampler turns it on
 
     # ----- stage 2 -------------------------------------------------------------------------------
@@ -297,23 +305,30 @@ class Generator(nn.Module):
              if r >= self.res_start}
         )
         self.to_mask = ToImage(self.ch(self.res_start), 1, self.w_dim)
+        if cfg.get("mask_refine", False):  # a mask as thin as the image allows: refined at every residual level
+            self.mask_refiners = nn.ModuleDict(
+                {str(r): zero_init(ToImage(self.ch(r), 1, self.w_dim)) for r in self.resolutions if r > self.res_start})
 
     @property
     def has_defect(self) -> bool:
         return self.res_blocks is not None
 
     def stage2_modules(self) -> list[nn.Module]:
-        return [self.defect_mapping, self.res_blocks, self.to_mask]
+        return [m for m in (self.defect_mapping, self.res_blocks, self.to_mask, self.mask_refiners) if m is not None]
 
     def backbone_modules(self) -> list[nn.Module]:
         return [self.mapping, self.blocks]
+
+    def level_size(self, r: int) -> tuple[int, int]:
+        """(h, w) of the feature maps at level r: r x r for a square image, (rH/S) x (rW/S) for H x W (short side S)."""
+        return r * self.size[0] // self.resolution, r * self.size[1] // self.resolution
 
     # ----- noise ---------------------------------------------------------------------------------
     def make_noise(self, n: int, device, rng: torch.Generator | None = None) -> dict[int, list[torch.Tensor]]:
         """Per-layer noise maps for n samples, keyed by resolution (backbone and residual layers alike)."""
         def draw(res):
             where = rng.device if rng is not None else device
-            return torch.randn(n, 1, res, res, device=where, generator=rng).to(device)
+            return torch.randn(n, 1, *self.level_size(res), device=where, generator=rng).to(device)
         noise = {r: [draw(r) for _ in range(b.n_noise)] for r, b in zip(self.resolutions, self.blocks)}
         if self.has_defect:
             for r in self.res_blocks:
@@ -327,7 +342,7 @@ class Generator(nn.Module):
 
     def synthesize(self, w: torch.Tensor, noise: dict) -> torch.Tensor:
         """Backbone only: w (N, w_dim), or one style per block (N, blocks, w_dim) when styles are mixed
-        -> image (N, C, R, R), roughly in [-1, 1]."""
+        -> image (N, C, H, W), roughly in [-1, 1]."""
         x = img = None
         for i, (r, block) in enumerate(zip(self.resolutions, self.blocks)):
             wi = style_at(w, i)
@@ -341,7 +356,9 @@ class Generator(nn.Module):
         """Defect image, mask logits M at full resolution, and (optionally) the paired good image.
 
         `w` is one style or one per backbone block (see synthesize); `w_defect` one style or one per residual
-        block (N, residual blocks, w_dim); ToMask uses the first residual block's.
+        block (N, residual blocks, w_dim); ToMask uses the first residual block's. With `mask_refine`, each
+        residual level above the first adds its own mask logits to the upsampled ones from below (the mask's
+        skip architecture, as ToRGB's): the gate at that level and the final mask can then be one pixel thin.
         Layers below `res_start` run once; from there the good and defect branches run as one batch
         of 2N through the backbone blocks (the good half is exactly the backbone pass).
         """
@@ -363,6 +380,8 @@ class Generator(nn.Module):
             else:
                 res_in = res_x
             res_x = self.res_blocks[str(r)](res_in, wd, noise[-r])
+            if r > self.res_start and self.mask_refiners is not None:
+                mask = upsample_to(mask, self.level_size(r)) + self.mask_refiners[str(r)](res_x, wd)
             if r == self.res_start:
                 mask = self.to_mask(res_x, wd)
                 if with_good:
@@ -371,14 +390,14 @@ class Generator(nn.Module):
             ww = torch.cat([wi, wi]) if with_good else wi
             layer_noise = [torch.cat([t, t]) for t in noise[r]] if with_good else noise[r]
             x = block.features(x, ww, layer_noise)
-            gate = (upsample_to(mask, r) >= 0).to(x.dtype)
+            gate = (upsample_to(mask, self.level_size(r)) >= 0).to(x.dtype)
             if torch.is_grad_enabled():
                 added = res_x * gate
                 x = torch.cat([x[:n], x[n:] + added]) if with_good else x + added
             else:  # gate is 0/1, so x + res_x * gate is exact either way; in place saves a full copy
                 (x[n:] if with_good else x).addcmul_(res_x, gate)
             img = block.rgb(x, img, ww)
-        mask_full = upsample_to(mask, self.resolution)
+        mask_full = upsample_to(mask, self.size)
         if with_good:
             return img[n:], mask_full, img[:n]
         return img, mask_full, None
@@ -404,10 +423,18 @@ def mix_styles(w: torch.Tensor, w_other: torch.Tensor, n_blocks: int, prob: floa
     return torch.cat([ws[:, :cutoff], w_other[:, None].expand(-1, n_blocks - cutoff, -1)], dim=1)
 
 
-def upsample_to(mask: torch.Tensor, res: int) -> torch.Tensor:
-    if mask.shape[-1] == res:
+def zero_init(layer: ToImage) -> ToImage:
+    """A refining ToMask starts at zero, so a new generator's mask is the coarse one until training refines it."""
+    with torch.no_grad():
+        layer.conv.weight.zero_()
+    return layer
+
+
+def upsample_to(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Mask logits at the feature map size (h, w) of a level or of the image; bilinear, so the gate's edge is smooth."""
+    if tuple(mask.shape[-2:]) == tuple(size):
         return mask
-    return F.interpolate(mask, size=(res, res), mode="bilinear", align_corners=False)
+    return F.interpolate(mask, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 class MinibatchStd(nn.Module):
@@ -443,18 +470,24 @@ class DiscriminatorBlock(nn.Module):
 
 
 class Discriminator(nn.Module):
-    """StyleGAN2 residual discriminator with minibatch standard deviation; one logit per image."""
+    """StyleGAN2 residual discriminator with minibatch standard deviation; one logit per image.
 
-    def __init__(self, resolution: int, in_channels: int, channel_base: int, channel_max: int, mbstd_group: int = 4):
+    `resolution`: the image side, or (H, W). The blocks halve both sides down to the 4-level of the short side, so
+    the fc layer reads that final map: 4x4 for a square image, (4H/S) x (4W/S) for H x W with short side S."""
+
+    def __init__(self, resolution: int | tuple[int, int], in_channels: int, channel_base: int, channel_max: int,
+                 mbstd_group: int = 4):
         super().__init__()
         ch = lambda r: channels_at(r, channel_base, channel_max)  # noqa: E731
-        self.resolution, self.in_channels = int(resolution), int(in_channels)
-        self.from_rgb = EqualConv2d(in_channels, ch(resolution), 1)
-        resolutions = [2 ** i for i in range(int(math.log2(resolution)), 2, -1)]
+        self.size, self.in_channels = parse_hw(resolution, "discriminator"), int(in_channels)
+        self.resolution = min(self.size)  # the short side: the level the channel widths refer to
+        self.from_rgb = EqualConv2d(in_channels, ch(self.resolution), 1)
+        resolutions = [2 ** i for i in range(int(math.log2(self.resolution)), 2, -1)]
         self.blocks = nn.Sequential(*[DiscriminatorBlock(ch(r), ch(r // 2)) for r in resolutions])
         self.mbstd = MinibatchStd(mbstd_group)
         self.conv = EqualConv2d(ch(4) + 1, ch(4), 3)
-        self.fc = EqualLinear(ch(4) * 16, ch(4), activate=True)
+        final_h, final_w = (4 * side // self.resolution for side in self.size)
+        self.fc = EqualLinear(ch(4) * final_h * final_w, ch(4), activate=True)
         self.out = EqualLinear(ch(4), 1)
         self.channels_last = False  # input layout; the trainer turns it on for CUDA
 
@@ -467,13 +500,13 @@ class Discriminator(nn.Module):
 
 
 def build_discriminator(config: dict, img_channels: int) -> Discriminator:
-    return Discriminator(config["resolution"], img_channels, int(config["d_channel_base"]),
+    return Discriminator(resolution_hw(config), img_channels, int(config["d_channel_base"]),
                          int(config["d_channel_max"]), int(config.get("mbstd_group", 4)))
 
 
 def build_dmatch(config: dict, img_channels: int) -> Discriminator:
     """D_match: a narrower discriminator on image + mask (one extra input channel)."""
-    return Discriminator(config["resolution"], img_channels + 1, int(config["dmatch_channel_base"]),
+    return Discriminator(resolution_hw(config), img_channels + 1, int(config["dmatch_channel_base"]),
                          int(config["dmatch_channel_max"]), int(config.get("mbstd_group", 4)))
 
 

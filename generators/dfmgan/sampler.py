@@ -21,6 +21,7 @@ import torch
 
 from generators.base import SyntheticBatch
 from generators.dfmgan.checkpoint import load_checkpoint
+from generators.dfmgan.config import resolution_hw, resolution_value
 from generators.dfmgan.networks import Generator
 from inspect_train.errors import InputError
 
@@ -53,10 +54,11 @@ class DFMGANGenerator:
             self._nets[defect_type] = G.to(self.device).eval().requires_grad_(False)
             self.info[defect_type] = {k: state.get(k) for k in ("defect_type", "step", "backbone_checkpoint",
                                                                  "manifest", "partition", "category")}
-            shapes.add((int(state["resolution"]), int(state["channels"])))
+            shapes.add((resolution_hw(state, str(path)), int(state["channels"])))
         if len(shapes) > 1:
             raise InputError(f"DFMGAN: checkpoints disagree on resolution/channels {sorted(shapes)}")
-        self.resolution, self.channels = shapes.pop()
+        self.size, self.channels = shapes.pop()  # (H, W) of every sample
+        self.resolution = resolution_value(self.size)  # as the checkpoints record it: N (square) or 'HxW'
         self._synth = {k: (torch.compile(G.synthesize_defect) if compile else G.synthesize_defect)
                        for k, G in self._nets.items()}
 

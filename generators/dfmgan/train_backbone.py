@@ -20,12 +20,12 @@ from pathlib import Path
 import torch
 
 from generators.dfmgan.augment import discriminator_augment, parse_policy
-from generators.dfmgan.config import check_config
+from generators.dfmgan.config import check_config, resolution_hw, resolution_value
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
-from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
-                                        fixed_latents, resume_from, run_state, save_on_main, sync_buffers, to_float,
+from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of, fixed_latents,
+                                        r1_weight, resume_from, run_state, save_on_main, sync_buffers, to_float,
                                         update_ema)
 from inspect_train.distributed import DistContext
 
@@ -38,8 +38,8 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                    on_step=None) -> Path:
     ctx = dist_ctx or DistContext()
     check_config(config)
-    resolution = int(config["resolution"])
-    check_images(train_good, resolution, "train/good")
+    size = resolution_hw(config)
+    check_images(train_good, size, "train/good")
     stage = config["stage1"]
     parse_policy(stage.get("augment"))
     dev = device_of(device)
@@ -50,7 +50,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     channels = int(train_good.shape[1])
     total = int(steps if steps is not None else stage["steps"])
     batch, r1_every = ctx.local_batch(int(stage["batch"])), int(stage["r1_interval"])
-    r1_gamma = float(stage["r1_gamma"])
+    r1_gamma = r1_weight(stage, train_good.shape[-2] * train_good.shape[-1])
     mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
 
     torch.manual_seed(seed)
@@ -70,7 +70,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     step = resume_from(ckpt_path, "backbone", parts, ctx, dev, seed, "another config or channel count") if resumed else 0
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
-        return {"kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution,
+        return {"kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution_value(size),
                 "n_train_images": int(train_good.shape[0]), **run_state(parts, ctx, dev, step, seed)}
 
     grid_z = fixed_latents(16, G.z_dim, dev)

@@ -20,11 +20,12 @@ import torch
 
 from generators.dfmgan.augment import augment, discriminator_augment, parse_policy
 from generators.dfmgan.checkpoint import load_checkpoint
+from generators.dfmgan.config import STAGE2_NETWORK_KEYS, resolution_hw, resolution_value
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
-from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
-                                        fixed_latents, resume_from, run_state, save_on_main, sync_buffers, to_float,
+from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of, fixed_latents,
+                                        r1_weight, resume_from, run_state, save_on_main, sync_buffers, to_float,
                                         update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
@@ -35,12 +36,25 @@ def defect_file(defect_type: str) -> str:
 
 
 def build_stage2_generator(backbone_state: dict, config: dict | None = None) -> Generator:
-    """The stage-1 EMA generator with fresh stage-2 modules attached (init drawn from the global RNG); `config`
-    (default: the backbone's) sets the stage-2 wiring."""
+    """The stage-1 G (the weights stage 1's D was trained against, as the reference resumes) with fresh stage-2
+    modules attached (init drawn from the global RNG); `config` (default: the backbone's) sets the stage-2 wiring."""
     G = Generator(config or backbone_state["config"], backbone_state["channels"])
-    G.load_state_dict(backbone_state["G_ema"])
+    G.load_state_dict(backbone_state["G"])
     G.add_defect_modules()
     return G
+
+
+def stage2_ema(G: Generator, backbone_state: dict) -> Generator:
+    """G's EMA copy for stage 2: the same fresh stage-2 modules, the stage-1 EMA backbone (the reference resumes
+    G_ema from G_ema); the stage-2 EMA then moves that backbone towards G's frozen one."""
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    missing, unexpected = G_ema.load_state_dict(backbone_state["G_ema"], strict=False)
+    fresh = {id(m) for m in G.stage2_modules()}
+    stage2_prefixes = tuple(name + "." for name, child in G.named_children() if id(child) in fresh)
+    not_loaded = [k for k in missing if not k.startswith(stage2_prefixes)]
+    if unexpected or not_loaded:
+        raise RuntimeError(f"the stage-1 EMA does not fit the generator: missing {not_loaded}, unexpected {unexpected}")
+    return G_ema
 
 
 def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks: torch.Tensor, defect_type: str,
@@ -51,11 +65,12 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     ctx = dist_ctx or DistContext()
     backbone = load_checkpoint(backbone_ckpt, kind="backbone")
     net_config = dict(backbone["config"])
-    if config and "residual_input" in config:  # a stage-2 choice: a backbone trained before it lacks the key
-        net_config["residual_input"] = config["residual_input"]
+    for key in STAGE2_NETWORK_KEYS:  # stage-2 choices: a backbone trained before one existed lacks its key
+        if config and key in config:
+            net_config[key] = config[key]
     stage = dict((config or net_config)["stage2"])
-    resolution, channels = int(backbone["resolution"]), int(backbone["channels"])
-    check_images(defect_images, resolution, f"defect '{defect_type}'", defect_masks)
+    size, channels = resolution_hw(backbone, str(backbone_ckpt)), int(backbone["channels"])
+    check_images(defect_images, size, f"defect '{defect_type}'", defect_masks)
     if int(defect_images.shape[1]) != channels:
         raise InputError(f"defect '{defect_type}': images have {defect_images.shape[1]} channels, the backbone "
                          f"{backbone_ckpt} was trained on {channels}")
@@ -72,7 +87,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
         out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path = out_dir / defect_file(defect_type)
     total = int(steps if steps is not None else stage["steps"])
-    r1_every, r1_gamma, policy = int(stage["r1_interval"]), float(stage["r1_gamma"]), stage.get("augment")
+    r1_every, policy = int(stage["r1_interval"]), stage.get("augment")
+    r1_gamma = r1_weight(stage, defect_images.shape[-2] * defect_images.shape[-1])
     mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
     ms_weight, dm_weight = float(stage.get("mode_seek_weight", 0.1)), float(stage.get("dmatch_weight", 1.0))
 
@@ -85,7 +101,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     Dm = build_dmatch(net_config, channels).to(dev)
     runtime = Runtime(stage, dev)
     runtime.prepare(G, D, Dm)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    G_ema = stage2_ema(G, backbone)
     g_params = [p for m in G.stage2_modules() for p in m.parameters()]
     opt_G = adam(g_params, stage)
     opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
@@ -102,7 +118,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
         return {"kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
-                "resolution": resolution, "defect_type": defect_type,
+                "resolution": resolution_value(size), "defect_type": defect_type,
                 "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
                 **run_state(parts, ctx, dev, step, seed), **(extra or {})}
 

@@ -12,16 +12,20 @@ from generators.dfmgan.checkpoint import TrainingDiverged
 from inspect_train.errors import InputError
 
 
-def check_images(images: torch.Tensor, resolution: int, what: str, masks: torch.Tensor | None = None) -> None:
+def check_images(images: torch.Tensor, size: int | tuple[int, int], what: str,
+                 masks: torch.Tensor | None = None) -> None:
+    """uint8 (N, C, H, W) images at the generator's size (H, W), or N x N (the square painters), masks
+    (N, 1, H, W) beside them."""
+    size = (size, size) if isinstance(size, int) else tuple(size)
     if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8 or images.dim() != 4:
         raise InputError(f"{what}: expected a uint8 (N, C, H, W) tensor")
     if images.shape[0] < 1:
         raise InputError(f"{what}: no images")
     if images.shape[1] not in (1, 3):
         raise InputError(f"{what}: {images.shape[1]} channels (expected 1 or 3)")
-    if tuple(images.shape[2:]) != (resolution, resolution):
-        raise InputError(f"{what}: images are {images.shape[3]}x{images.shape[2]}, the config needs "
-                         f"{resolution}x{resolution} (resize them first)")
+    if tuple(images.shape[2:]) != tuple(size):
+        raise InputError(f"{what}: images are {images.shape[2]}x{images.shape[3]} (HxW), the config needs "
+                         f"{size[0]}x{size[1]} (resize them first)")
     if masks is not None:
         if masks.dim() != 4 or masks.shape[1] != 1 or masks.shape[0] != images.shape[0] \
                 or tuple(masks.shape[2:]) != tuple(images.shape[2:]):
@@ -93,6 +97,18 @@ def adam(params, stage: dict, lazy_interval: int | None = None) -> torch.optim.A
     lr, (b1, b2) = float(stage["lr"]), stage["betas"]
     c = lazy_interval / (lazy_interval + 1) if lazy_interval else 1.0
     return torch.optim.Adam(params, lr=lr * c, betas=(float(b1) ** c, float(b2) ** c), eps=1e-8)
+
+
+def r1_weight(stage: dict, pixels: int) -> float:
+    """The stage's R1 gamma: a number, or `auto` for the reference's rule 0.0002 * H * W / batch (StyleGAN2-ADA's
+    automatic setting, 0.0002 * res^2 / batch), with the global batch: one rule for every resolution and batch."""
+    value = stage["r1_gamma"]
+    if value == "auto":
+        return 0.0002 * int(pixels) / int(stage["batch"])
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"r1_gamma '{value}' must be a number or 'auto'") from None
 
 
 @torch.no_grad()

@@ -68,14 +68,14 @@ class DeformOptions:
 
 
 def fit_masks(masks: torch.Tensor, size: int) -> torch.Tensor:
-    """Binary masks (N, 1, h, w) -> float (N, 1, size, size) by nearest neighbour; a mask that shrinking would
-    erase (a thin line) keeps every output pixel it touches instead."""
+    """Binary masks (N, 1, h, w), square or not (a rectangular DFMGAN's), -> float (N, 1, size, size) by nearest
+    neighbour; a mask that shrinking either side would erase (a thin line) keeps every output pixel it touches."""
     masks = masks.float()
     if tuple(masks.shape[-2:]) == (size, size):
         return (masks > 0.5).float()
     nearest = (F.interpolate(masks, size=(size, size), mode="nearest") > 0.5).float()
     empty = nearest.flatten(1).sum(1) == 0
-    if empty.any() and masks.shape[-1] >= size and masks.shape[-2] >= size:
+    if empty.any() and max(masks.shape[-2:]) > size:  # adaptive max pooling also stretches the other side
         touched = (F.adaptive_max_pool2d(masks, (size, size)) > 0.5).float()
         nearest = torch.where(empty.view(-1, 1, 1, 1), touched, nearest)
     return nearest

@@ -429,7 +429,7 @@ def run(args) -> int:
         painter_side = int(load_painter_checkpoint(next(iter(trained["inpaint"][0].values())))["resolution"])
     size = parse_resolution(args.resolution)
     if size is None and dfmgan is not None:
-        size = (dfmgan.resolution, dfmgan.resolution)
+        size = dfmgan.size
     if size is None and painter_side is not None:
         size = (painter_side, painter_side)
     if size is None and args.images:

@@ -1,7 +1,9 @@
 """`inspect-train gan`: DFMGAN training (fit-backbone, fit-defect), the inpaint painter (fit-inpaint) and
 `describe` (parameter counts).
 
-Both DFMGAN training commands run under `torchrun --nproc_per_node N -m inspect_train gan ...`: each
+DFMGAN trains at the config's resolution: N (square) or HxW (`fit-backbone --resolution 192x64` for a long part;
+the short side is the level the channel widths refer to); stage 2 takes the backbone's. Both DFMGAN training
+commands run under `torchrun --nproc_per_node N -m inspect_train gan ...`: each
 process trains on its share of the config's global batch, gradients are averaged, only rank 0
 prints and writes. fit-inpaint runs the same small training on every rank, and rank 0 writes.
 """
@@ -29,8 +31,8 @@ def _dist(name: str | None, threads: int | None = None):
 
 
 def register(subparsers) -> None:
-    gan = subparsers.add_parser("gan", help="DFMGAN: train the backbone and per-defect modules, describe a config; "
-                                             "fit-inpaint: train a defect painter")
+    gan = subparsers.add_parser("gan", help="DFMGAN: train the backbone and per-defect modules (square or HxW), "
+                                             "describe a config; fit-inpaint: train a defect painter")
     sub = gan.add_subparsers(dest="gan_command", metavar="ACTION")
     sub.required = True
 
@@ -47,14 +49,17 @@ def register(subparsers) -> None:
         p.add_argument("--threads", type=int, default=None,
                        help="CPU threads for torch (default: torch's); 1 is fastest for small configs on a busy CPU")
 
-    fb = sub.add_parser("fit-backbone", help="stage 1: StyleGAN2 on train/good")
+    fb = sub.add_parser("fit-backbone", help="stage 1: StyleGAN2 on train/good, square or HxW")
     fb.add_argument("--data", required=True, help="dataset root in MVTec AD layout")
     fb.add_argument("--category", required=True)
-    fb.add_argument("--resolution", type=int, default=None, help="square training resolution (default: the config's)")
+    fb.add_argument("--resolution", default=None,
+                    help="training size, N (square) or HxW as in classify/segment, e.g. 192x64: the short side a "
+                         "power of two, both sides multiples of a quarter of it (default: the config's)")
     common(fb, "dfmgan-256")
     fb.set_defaults(func=run_fit_backbone)
 
-    fd = sub.add_parser("fit-defect", help="stage 2: one defect type on a partition's base set, backbone frozen")
+    fd = sub.add_parser("fit-defect", help="stage 2: one defect type on a partition's base set, backbone frozen "
+                                            "(at the backbone's resolution)")
     fd.add_argument("--backbone", required=True, help="stage-1 checkpoint (backbone.pt)")
     fd.add_argument("--data", required=True)
     fd.add_argument("--category", required=True)
@@ -107,14 +112,16 @@ def _train_and_report(ctx, say, train) -> int:
 
 def run_fit_backbone(args) -> int:
     from generators.dfmgan.api import fit_backbone, load_config
-    from generators.dfmgan.config import with_resolution
+    from generators.dfmgan.config import resolution_hw, with_resolution
     from inspect_train.data.category import load_category
+    from inspect_train.data.images import parse_resolution
 
     config = load_config(args.config)
-    if args.resolution is not None and args.resolution != int(config["resolution"]):
-        config = with_resolution(config, args.resolution)
-    res = int(config["resolution"])
-    data = load_category(args.data, args.category, size=(res, res))
+    size = parse_resolution(args.resolution)
+    if size is not None and size != resolution_hw(config):
+        config = with_resolution(config, size)
+    size = resolution_hw(config)
+    data = load_category(args.data, args.category, size=size)
     if len(data.train_good) == 0:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
     _positive_steps(args.steps)
@@ -122,7 +129,7 @@ def run_fit_backbone(args) -> int:
     ctx = _dist(args.device, args.threads)
     ctx.local_batch(int(config["stage1"]["batch"]))  # fails early, on every rank, if it does not divide
     say = print if ctx.is_main else (lambda *a, **k: None)
-    say(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {res}x{res}, "
+    say(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {size[0]}x{size[1]}, "
         f"{data.channels} channel(s), config {config['name']}"
         + (f", {ctx.world_size} processes" if ctx.enabled else ""))
     return _train_and_report(ctx, say, lambda: fit_backbone(
@@ -133,14 +140,15 @@ def run_fit_backbone(args) -> int:
 def run_fit_defect(args) -> int:
     from generators.dfmgan.api import fit_defect, load_config
     from generators.dfmgan.checkpoint import load_checkpoint
+    from generators.dfmgan.config import resolution_hw
 
     _positive_steps(args.steps)
     backbone = load_checkpoint(args.backbone, kind="backbone")
-    res = int(backbone["resolution"])
+    size = resolution_hw(backbone, args.backbone)
     trained_on = backbone["config"].get("category")
     if trained_on and trained_on != args.category:
         raise InputError(f"{args.backbone}: backbone was trained on category '{trained_on}', not '{args.category}'")
-    data, base, manifest_path, out = _partition_base_set(args, res)
+    data, base, manifest_path, out = _partition_base_set(args, size)
     if data.channels != int(backbone["channels"]):
         raise InputError(f"{args.backbone}: backbone has {backbone['channels']} channel(s), "
                          f"'{args.category}' has {data.channels}")
@@ -150,16 +158,16 @@ def run_fit_defect(args) -> int:
              "base_images": list(base)}
     ctx = _dist(args.device, args.threads)
     say = print if ctx.is_main else (lambda *a, **k: None)
-    say(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at {res}x{res} "
-        f"(manifest {manifest_path})" + (f", {ctx.world_size} processes" if ctx.enabled else ""))
+    say(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at "
+        f"{size[0]}x{size[1]} (manifest {manifest_path})" + (f", {ctx.world_size} processes" if ctx.enabled else ""))
     return _train_and_report(ctx, say, lambda: fit_defect(
         Path(args.backbone), chosen.images, chosen.masks, args.defect, out, config=config, steps=args.steps,
         seed=args.seed, device=str(ctx.device), resume=args.resume, progress=not args.quiet, extra=extra,
         dist_ctx=ctx))
 
 
-def _partition_base_set(args, resolution: int):
-    """The category at resolution x resolution, the base-set names of --defect in --partition (the split from
+def _partition_base_set(args, size: tuple[int, int]):
+    """The category at `size` (H, W), the base-set names of --defect in --partition (the split from
     --manifest, or made and kept in --out), the manifest's path and the output folder: all a stage-2 or painter
     trainer may see of that defect type."""
     from inspect_train.data.category import load_category
@@ -176,7 +184,7 @@ def _partition_base_set(args, resolution: int):
     if args.defect not in part["defects"]:
         raise InputError(f"{manifest_path}: partition {args.partition} has no split for '{args.defect}'")
     base = part["defects"][args.defect]["base"]
-    data = load_category(args.data, args.category, size=(resolution, resolution), index=index)
+    data = load_category(args.data, args.category, size=size, index=index)
     return data, base, manifest_path, out
 
 
@@ -186,7 +194,7 @@ def run_fit_inpaint(args) -> int:
     _positive_steps(args.steps)
     config = load_config(args.config)
     res = int(config["resolution"])
-    data, base, manifest_path, out = _partition_base_set(args, res)
+    data, base, manifest_path, out = _partition_base_set(args, (res, res))
     if len(data.train_good) == 0:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
     chosen = data.defects[args.defect].select(base)

@@ -51,7 +51,11 @@ class GeneratorCache:
 
     def _identity(self) -> dict:
         return {"category": self.data.index.category, "config": self.config.get("name"),
-                "resolution": int(self.config["resolution"]), "channels": self.data.channels}
+                "resolution": self._resolution(), "channels": self.data.channels}
+
+    def _resolution(self) -> int | str:
+        """The generators' resolution as the index records it: the side of a square painter."""
+        return int(self.config["resolution"])
 
     def _empty_index(self) -> dict:
         return {**self._identity(), "defects": {}}
@@ -119,6 +123,13 @@ class DFMGANCache(GeneratorCache):
 
     def _empty_index(self) -> dict:
         return {**self._identity(), "backbone": None, "defects": {}}
+
+    def _resolution(self) -> int | str:
+        """N for square generators (as every index before rectangles), 'HxW' otherwise: a folder of square
+        generators is refused by name for a rectangular run, and the other way round."""
+        from generators.dfmgan.config import resolution_hw, resolution_value
+
+        return resolution_value(resolution_hw(self.config))
 
     def backbone(self) -> Path:
         entry = self.index.get("backbone")
@@ -205,30 +216,43 @@ class InpaintCache(GeneratorCache):
         return result
 
 
-def at_square_side(data: CategoryData, side: int) -> CategoryData:
-    """The category at side x side, where a generator trains (loaded again only when the task's size differs)."""
-    if tuple(data.size) == (side, side):
+def at_size(data: CategoryData, size: tuple[int, int]) -> CategoryData:
+    """The category at `size` (H, W), where a generator trains (loaded again only when the task's size differs)."""
+    size = (int(size[0]), int(size[1]))
+    if tuple(data.size) == size:
         return data
     from inspect_train.data.category import load_category
 
-    return load_category(data.index.root, data.index.category, size=(side, side), index=data.index)
+    return load_category(data.index.root, data.index.category, size=size, index=data.index)
+
+
+def dfmgan_config_for(config: dict, task_size: tuple[int, int]) -> dict:
+    """The DFMGAN config at the task's aspect: the preset's resolution becomes the short side (dfmgan-64 for a
+    192x64 task trains at 192x64, dfmgan-tiny for 48x16 at 96x32), so a long part is not squashed into a square
+    for the generator and stretched back; a square task keeps a square generator."""
+    from generators.dfmgan.config import resolution_hw, size_for_aspect, with_resolution
+
+    size = size_for_aspect(min(resolution_hw(config)), tuple(task_size))
+    return config if size == resolution_hw(config) else with_resolution(config, size)
 
 
 def open_dfmgan_cache(data: CategoryData, preset: dict, folder: Path, *, seed: int, device, manifest_path,
                       progress: bool = True, ctx=None, say: Callable[[str], None] = print) -> DFMGANCache:
     """The DFMGAN generators of one classify/segment run, from the resolved task settings' `gan_config`,
     `gan_backbone_steps`, `gan_defect_steps` (flags already applied; None falls back to dfmgan-256 and the DFMGAN
-    config's own step counts). They train at the GAN config's square resolution (the category is loaded again at
-    that size when the task's differs); the online dataset resizes their samples to the task's resolution."""
+    config's own step counts). They train at the task's aspect with the GAN config's resolution as the short side
+    (`dfmgan_config_for`; the category is loaded again at that size when the task's differs); the online dataset
+    resizes their samples to the task's resolution."""
     from generators.dfmgan.api import load_config
+    from generators.dfmgan.config import resolution_hw
 
     name = preset.get("gan_config") or "dfmgan-256"
-    config = load_config(name)
-    side = int(config["resolution"])
-    gan_data = at_square_side(data, side)
-    say(f"DFMGAN generators ({config.get('name', name)}, {side}x{side}) cached under {folder}; "
+    config = dfmgan_config_for(load_config(name), tuple(data.size))
+    height, width = resolution_hw(config)
+    gan_data = at_size(data, (height, width))
+    say(f"DFMGAN generators ({config.get('name', name)}, {height}x{width}) cached under {folder}; "
         "missing ones are trained now")
-    if torch.device(device).type == "cpu" and side >= 128:
+    if torch.device(device).type == "cpu" and min(height, width) >= 128:
         say(f"note: training {config.get('name', name)} on a CPU takes days (stage 1 of dfmgan-256 sees about "
             "0.36 images/s on 2 cores); use a GPU, or --gan-config dfmgan-64 for a CPU-sized run")
     cache = DFMGANCache(
@@ -253,7 +277,7 @@ def open_inpaint_cache(data: CategoryData, folder: Path, *, seed: int, device, m
     name = config or default_config_for(tuple(data.size))
     loaded = load_config(name)
     side = int(loaded["resolution"])
-    inpaint_data = at_square_side(data, side)
+    inpaint_data = at_size(data, (side, side))  # painters stay square
     say(f"inpaint painters ({loaded.get('name', name)}, {side}x{side}) cached under {folder}; "
         "missing ones are trained now")
     return InpaintCache(folder, loaded, inpaint_data, seed=seed, device=str(device), steps=steps, loss=loss,
