@@ -5,13 +5,17 @@ FIXED, randomly initialised conv net (no pretrained weights are available offlin
 "random-feature" FD/KID: it is comparable only within this script, not with published FID/KID).
 
   stage 1: generated good images vs real train/good, at step 0 and after training (and in between)
-  stage 2: KID of generated defect images vs every real image of the defect type (it trains on the
-           partition's base set only), and generated vs real mask area
+  stage 2: for each --defects type on that backbone: KID of generated defect images vs every real image of
+           the type (it trains on the partition's base set only), and evaluate-gen's mask statistics of
+           generated vs real masks (area, border fraction, elongation, direction, components, empty) with
+           their distance (0 = same distributions, about 2 = no overlap)
 
-It also measures training speed (real images per second seen by D) and saves sample grids
-(defect | mask overlay | paired good) at the start and the end to docs/images/dfmgan_{start,end}.png.
+It can also measure training speed (real images per second seen by D) and saves sample grids (defect | mask
+overlay | paired good) at the start and the end of each stage 2, the backbone's samples and the real base
+images to --images, named with --tag (e.g. before / after) and the seed.
 
-    python3 benchmarks/dfmgan_learning.py --data /work/shared/data --category aitex --defect broken_pick
+    python3 benchmarks/dfmgan_learning.py --data /work/shared/data --category aitex --defects broken_pick nep \
+        --steps1 1500 --steps2 600 --evals 3 --speed-steps 0 --seed 0 --tag after
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import yaml
 from scipy import linalg
 from torch import nn
 from torchvision.utils import save_image
@@ -38,6 +43,7 @@ from generators.dfmgan.checkpoint import load_checkpoint  # noqa: E402
 from generators.dfmgan.grids import image_grid, overlay, to_unit, triplet_grid  # noqa: E402
 from generators.dfmgan.networks import Generator  # noqa: E402
 from inspect_train.data.category import load_category  # noqa: E402
+from inspect_train.genmetrics.mask_stats import mask_distance, mask_features, summarize  # noqa: E402
 from inspect_train.protocol import get_partition, make_manifest  # noqa: E402
 
 
@@ -49,8 +55,11 @@ def small_config(resolution: int) -> dict:
                 "d_channel_base": 32 * resolution, "d_channel_max": 64,
                 "dmatch_channel_base": 8 * resolution, "dmatch_channel_max": 16})
     for stage in ("stage1", "stage2"):
-        cfg[stage].update({"batch": 8, "r1_gamma": 0.8192 * (resolution / 256) ** 2 * 4, "save_every": 10 ** 9,
+        # R1 by the reference's rule as a number (0.0002 * res^2 / batch), which code before `r1_gamma: auto` reads too
+        cfg[stage].update({"batch": 8, "r1_gamma": 0.0002 * resolution ** 2 / 8, "save_every": 10 ** 9,
                            "log_every": 50, "grid_every": 10 ** 9, "ema_kimg": 2.0})
+    if "ada_kimg" in cfg["stage1"]:  # the dfmgan-64 schedule's ADA speed (the tiny preset's is for 32 px runs)
+        cfg["stage1"]["ada_kimg"], cfg["stage2"]["ada_kimg"] = 10, 2
     return cfg
 
 
@@ -124,19 +133,54 @@ def speed(config: dict, images: torch.Tensor, work: Path, steps: int) -> float:
     return steps * int(config["stage1"]["batch"]) / seconds
 
 
+MASK_COLUMNS = ("area_median", "border_fraction", "elongation_median", "orientation_abs_median_deg",
+                "components_mean", "empty_fraction")
+
+
+def mask_report(generated: torch.Tensor, real: torch.Tensor) -> dict:
+    """Shape statistics of generated vs real masks (evaluate-gen's: area, border fraction, elongation, direction)
+    and their distance (0 = the same distributions, about 2 = no overlap)."""
+    gen_f, real_f = mask_features(generated), mask_features(real)
+    gen_s, real_s = summarize(gen_f), summarize(real_f)
+    rounded = lambda v: None if v is None else round(float(v), 4)  # noqa: E731
+    return {"generated": {k: rounded(gen_s.get(k)) for k in MASK_COLUMNS},
+            "real": {k: rounded(real_s.get(k)) for k in MASK_COLUMNS},
+            "mask_distance": rounded(mask_distance(real_f, gen_f)["value"])}
+
+
+def overrides(pairs: list[str]) -> dict:
+    """--set KEY=VALUE (YAML value) for top-level config keys, e.g. a stage-2 network option."""
+    out = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def save_defect_grid(ckpt: Path, defect: str, path: Path) -> None:
+    batch = DFMGANGenerator({defect: ckpt}).sample(8, defect, torch.Generator().manual_seed(11))
+    logits = batch.masks * 2 - 1  # binary mask -> the >= 0 convention triplet_grid expects
+    save_image(triplet_grid(batch.images * 2 - 1, logits, batch.goods * 2 - 1), path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="/work/shared/data")
     p.add_argument("--category", default="aitex")
-    p.add_argument("--defect", default="broken_pick")
+    p.add_argument("--defects", nargs="+", default=["broken_pick"], help="stage 2 for each, on one backbone")
     p.add_argument("--partition", type=int, default=1)
     p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--seed", type=int, default=0, help="training seed of both stages")
     p.add_argument("--steps1", type=int, default=400)
     p.add_argument("--steps2", type=int, default=150)
-    p.add_argument("--evals", type=int, default=4, help="stage-1 evaluations after step 0")
+    p.add_argument("--evals", type=int, default=4, help="evaluations after step 0, in each stage")
     p.add_argument("--n-eval", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-steps", type=int, default=20, help="0 to skip the speed measurement")
+    p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="override a top-level config key (YAML value), e.g. mask_refine=true")
+    p.add_argument("--backbone", default=None, help="reuse this stage-1 checkpoint instead of training one")
+    p.add_argument("--tag", default="", help="prefix of the grid files, e.g. before / after")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
     p.add_argument("--images", default=str(ROOT / "docs" / "images"))
     args = p.parse_args()
@@ -144,12 +188,16 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="dfmgan_bench_"))
     res = args.resolution
     cfg = small_config(res)
+    cfg.update(overrides(args.overrides))
     data = load_category(args.data, args.category, size=(res, res))
     part = get_partition(make_manifest(data.index, partitions=3, seed=0), args.partition)
-    base = data.defects[args.defect].select(part["defects"][args.defect]["base"])
     good = data.train_good.images
-    report = {"config": cfg["name"], "category": args.category, "resolution": res, "threads": args.threads,
-              "train_good": len(good), "defect": args.defect, "base_images": len(base)}
+    report = {"config": cfg["name"], "overrides": overrides(args.overrides), "category": args.category,
+              "resolution": res, "seed": args.seed, "threads": args.threads, "train_good": len(good),
+              "steps1": args.steps1, "steps2": args.steps2}
+    images = Path(args.images)
+    images.mkdir(parents=True, exist_ok=True)
+    tag = f"{args.tag}_" if args.tag else ""
 
     if args.speed_steps:
         report["speed_img_per_s"] = {
@@ -160,68 +208,66 @@ def main() -> int:
         print("training speed (real images/s seen by D, stage 1):", report["speed_img_per_s"], flush=True)
 
     net = RandomFeatures(data.channels)
-    real_good = features(net, good[: args.n_eval].float() / 255)
-    stage1 = work / "stage1"
-    bb = fit_backbone(good, cfg, stage1, steps=0, seed=0, progress=False)
-    curve = []
+    if args.backbone:
+        bb = Path(args.backbone)
+        report["backbone"] = str(bb)
+    else:
+        real_good = features(net, good[: args.n_eval].float() / 255)
+        stage1 = work / "stage1"
+        bb = fit_backbone(good, cfg, stage1, steps=0, seed=args.seed, progress=False)
+        curve = []
 
-    def evaluate(step: int, seconds: float) -> None:
-        fake = features(net, backbone_samples(bb, args.n_eval))
-        curve.append({"step": step, "FD": round(frechet(fake, real_good), 3), "KIDx1e3": round(kid(fake, real_good) * 1e3, 3),
-                      "train_s": round(seconds, 1)})
-        print("stage 1", curve[-1], flush=True)
+        def evaluate(step: int, seconds: float) -> None:
+            fake = features(net, backbone_samples(bb, args.n_eval))
+            curve.append({"step": step, "FD": round(frechet(fake, real_good), 3),
+                          "KIDx1e3": round(kid(fake, real_good) * 1e3, 3), "train_s": round(seconds, 1)})
+            print("stage 1", curve[-1], flush=True)
 
-    evaluate(0, 0.0)
-    start_defect = fit_defect(bb, base.images, base.masks, args.defect, work / "start", steps=0, progress=False)
-    spent = 0.0
-    for k in range(1, args.evals + 1):
-        target = args.steps1 * k // args.evals
-        _, seconds = timed(lambda: fit_backbone(good, cfg, stage1, steps=target, seed=0, resume=True, progress=True))
-        spent += seconds
-        evaluate(target, spent)
-    report["stage1"] = curve
+        evaluate(0, 0.0)
+        spent = 0.0
+        for k in range(1, args.evals + 1):
+            target = args.steps1 * k // args.evals
+            _, seconds = timed(lambda: fit_backbone(good, cfg, stage1, steps=target, seed=args.seed, resume=True,
+                                                    progress=True))
+            spent += seconds
+            evaluate(target, spent)
+        report["stage1"] = curve
+        save_image(image_grid(backbone_samples(bb, 16) * 2 - 1, nrow=8),
+                   images / f"dfmgan_{tag}{args.category}_s{args.seed}_backbone.png")
 
     # Stage 2 is measured against every real image of the defect type: the 3-ish base images it trained on
     # are too few for a feature statistic; the held-out ones are only measured against, never trained on.
-    every = data.defects[args.defect]
-    real_defect = features(net, every.images.float() / 255)
-    real_area = float(every.masks.float().mean())
+    report["stage2"] = {}
+    for defect in args.defects:
+        base = data.defects[defect].select(part["defects"][defect]["base"])
+        every = data.defects[defect]
+        real_defect = features(net, every.images.float() / 255)
 
-    def defect_eval(ckpt: Path, step: int) -> dict:
-        batch = DFMGANGenerator({args.defect: ckpt}).sample(args.n_eval, args.defect, torch.Generator().manual_seed(7))
-        fake = features(net, batch.images)
-        area = float(batch.masks.mean())
-        row = {"step": step, "KIDx1e3": round(kid(fake, real_defect) * 1e3, 3),
-               "mask_area_generated": round(area, 4), "mask_area_real": round(real_area, 4),
-               "mask_area_gap": round(abs(area - real_area), 4),
-               "empty_masks": int((batch.masks.flatten(1).sum(1) == 0).sum()), "n": args.n_eval}
-        print("stage 2", row, flush=True)
-        return row
+        def defect_eval(ckpt: Path, step: int) -> dict:
+            batch = DFMGANGenerator({defect: ckpt}).sample(args.n_eval, defect, torch.Generator().manual_seed(7))
+            row = {"step": step, "KIDx1e3": round(kid(features(net, batch.images), real_defect) * 1e3, 3),
+                   **mask_report(batch.masks, every.masks)}
+            print(f"stage 2 {defect}", json.dumps(row), flush=True)
+            return row
 
-    stage2 = work / "stage2"
-    rows = [defect_eval(fit_defect(bb, base.images, base.masks, args.defect, stage2, steps=0, progress=False), 0)]
-    spent = 0.0
-    for k in range(1, args.evals + 1):
-        target = args.steps2 * k // args.evals
-        end_defect, seconds = timed(lambda: fit_defect(bb, base.images, base.masks, args.defect, stage2,
-                                                       steps=target, resume=True, progress=True))
-        spent += seconds
-        rows.append(defect_eval(end_defect, target))
-        rows[-1]["train_s"] = round(spent, 1)
-    report["real_defect_images"] = len(every)
-    report["stage2"] = rows
-
-    images = Path(args.images)
-    images.mkdir(parents=True, exist_ok=True)
-    for ckpt, name in ((start_defect, "dfmgan_start.png"), (end_defect, "dfmgan_end.png")):
-        batch = DFMGANGenerator({args.defect: ckpt}).sample(8, args.defect, torch.Generator().manual_seed(11))
-        logits = batch.masks * 2 - 1  # binary mask -> the >= 0 convention triplet_grid expects
-        save_image(triplet_grid(batch.images * 2 - 1, logits, batch.goods * 2 - 1), images / name)
-    reals = to_unit(base.images[:8].float() / 127.5 - 1)
-    save_image(image_grid(torch.cat([reals * 2 - 1, overlay(reals, base.masks[:8]) * 2 - 1]), nrow=len(reals)),
-               images / "dfmgan_real.png")
-    samples = backbone_samples(bb, 16)
-    save_image(image_grid(samples * 2 - 1, nrow=8), images / "dfmgan_end_backbone.png")
+        stage2 = work / f"stage2_{defect}"
+        start = fit_defect(bb, base.images, base.masks, defect, stage2, config=cfg, steps=0, seed=args.seed,
+                           progress=False)
+        rows = [defect_eval(start, 0)]
+        save_defect_grid(start, defect, images / f"dfmgan_{tag}{defect}_s{args.seed}_start.png")
+        spent = 0.0
+        for k in range(1, args.evals + 1):
+            target = args.steps2 * k // args.evals
+            end, seconds = timed(lambda: fit_defect(bb, base.images, base.masks, defect, stage2, config=cfg,
+                                                    steps=target, seed=args.seed, resume=True, progress=True))
+            spent += seconds
+            rows.append(defect_eval(end, target))
+            rows[-1]["train_s"] = round(spent, 1)
+        save_defect_grid(end, defect, images / f"dfmgan_{tag}{defect}_s{args.seed}_end.png")
+        reals = to_unit(base.images[:8].float() / 127.5 - 1)
+        save_image(image_grid(torch.cat([reals * 2 - 1, overlay(reals, base.masks[:8]) * 2 - 1]), nrow=len(reals)),
+                   images / f"dfmgan_real_{defect}.png")
+        report["stage2"][defect] = {"base_images": len(base), "real_defect_images": len(every), "curve": rows}
     print(json.dumps(report, indent=1))
     (work / "report.json").write_text(json.dumps(report, indent=1))
     print(f"grids in {images}, work folder {work}")
