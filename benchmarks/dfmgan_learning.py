@@ -167,7 +167,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default="/work/shared/data")
     p.add_argument("--category", default="aitex")
-    p.add_argument("--defects", nargs="+", default=["broken_pick"], help="stage 2 for each, on one backbone")
+    p.add_argument("--defects", "--defect", nargs="+", default=["broken_pick"], help="stage 2 for each, on one backbone")
     p.add_argument("--partition", type=int, default=1)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--seed", type=int, default=0, help="training seed of both stages")
