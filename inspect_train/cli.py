@@ -13,7 +13,7 @@ import sys
 from inspect_train import __version__
 from inspect_train.errors import EXIT_INPUT_ERROR, InputError
 
-COMMAND_MODULES = ("data", "gan", "generate", "classify", "segment", "evaluate_gen", "predict", "export")
+COMMAND_MODULES = ("data", "gan", "generate", "classify", "segment", "detect", "evaluate_gen", "predict", "export")
 
 
 def build_parser() -> argparse.ArgumentParser:

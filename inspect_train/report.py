@@ -1,4 +1,4 @@
-"""results.json, report.md and summary.png, shared by every downstream task (classify, segment).
+"""results.json, report.md and summary.png, shared by every downstream task (classify, segment, detect).
 
 One writer and one reader so a person and a script read every task's results the same way. A run has
 arms (`none`, the real-only baseline, and one per generator); each partition holds every arm's metrics,
@@ -194,8 +194,10 @@ def tests_table(results: dict) -> list[str]:
     if not rows:
         return []
     metrics = [m for m in results["metrics"] if any(m in t for _, _, t in rows)]
+    decisions = ("the image-level defect/good decisions at the fixed false-positive rate"
+                 if results.get("task") == "detect" else "accuracy")
     lines = ["", "**Is it noise?** Each arm against the real-only baseline on the same test images: exact McNemar "
-             "test for accuracy (p, then images only the arm got right vs only the baseline got right); paired "
+             f"test for {decisions} (p, then images only the arm got right vs only the baseline got right); paired "
              "bootstrap 95% interval of the difference for the others.", "",
              "| partition | arm | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
     for k, arm, tests in rows:

@@ -87,6 +87,22 @@ class SegmentSettings(TaskSettings):
         return dict(self.models.get(self.model) or {})
 
 
+@dataclass
+class DetectSettings(TaskSettings):
+    model: str = "fcos"
+    eval_batch_size: int = 32
+    recall_fpr: float = 0.05  # image-level defect recall is read where this share of test/good images is flagged
+    models: dict = field(default_factory=dict)  # backbone, pyramid and head per detector name (and an `lr` override)
+
+    def model_config(self) -> dict:
+        return dict(self.models.get(self.model) or {})
+
+    def check(self) -> None:
+        super().check()
+        if not 0.0 < float(self.recall_fpr) < 1.0:
+            raise InputError(f"recall_fpr must be between 0 and 1 (got {self.recall_fpr})")
+
+
 # flag dest -> settings field, for the flags every task command has
 FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
                "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads",

@@ -10,7 +10,7 @@ from PIL import Image
 from scipy import ndimage
 
 from generators.dfmgan.api import DFMGANGenerator, fit_backbone, fit_defect, load_config
-from generators.dfmgan.export import components_boxes
+from inspect_train.boxes import components_boxes
 from generators.dfmgan.networks import Generator
 from generators.dfmgan.checkpoint import load_checkpoint
 from inspect_train.cli import main

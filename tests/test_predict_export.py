@@ -229,6 +229,6 @@ def test_predict_input_errors(models, image_dir, tmp_path, capsys):
     assert "no such file or folder" in one_error_line(
         capsys, main(["predict", "--model", str(models["unet"]), "--images", str(tmp_path / "nowhere"),
                       "--out", str(out)]))
-    assert "segmenters only" in one_error_line(
+    assert "applies to segmenters and detectors" in one_error_line(
         capsys, main(["predict", "--model", str(models["resnet18"]), "--images", str(image_dir), "--out", str(out),
                       "--threshold", "0.5"]))

@@ -10,26 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-try:  # scipy ships with scikit-learn; it labels connected components for the boxes
-    from scipy import ndimage
-except ImportError:  # pragma: no cover - depends on the environment
-    ndimage = None
-
-
-def components_boxes(mask: np.ndarray) -> list[tuple[int, int, int, int]]:
-    """(x, y, w, h) in pixels of each 8-connected component of a binary (H, W) mask."""
-    if ndimage is None:
-        from inspect_train.errors import InputError
-
-        raise InputError("--format coco|yolo needs scipy (pip install scipy) to label mask components")
-    labels, count = ndimage.label(mask.astype(bool), structure=np.ones((3, 3), dtype=int))
-    boxes = []
-    for sl in ndimage.find_objects(labels):
-        if sl is None:
-            continue
-        ys, xs = sl
-        boxes.append((int(xs.start), int(ys.start), int(xs.stop - xs.start), int(ys.stop - ys.start)))
-    return boxes
+from inspect_train.boxes import components_boxes
 
 
 def _to_pil(x01: torch.Tensor) -> Image.Image:

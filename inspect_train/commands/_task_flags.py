@@ -1,4 +1,4 @@
-"""The flags every training task takes (classify, segment, and later ones), with one meaning each.
+"""The flags every training task takes (classify, segment, detect), with one meaning each.
 
 Each task command adds its own few flags after these. Values left at None fall back to the task's preset
 (see inspect_train.settings), so a flag the user did not give never overrides a preset.

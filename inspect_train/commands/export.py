@@ -4,8 +4,11 @@ The graph takes float images in [0, 1] shaped (N, C, H, W) at the stored resolut
 inside the model) and gives probabilities, not logits, so a deployment needs no knowledge of our heads:
 softmax over the classes for a classifier, the sigmoid defect map (N, 1, H, W) for a segmenter (for DRAEM
 the map only, without its reconstruction). The classes, resolution, channels and threshold travel inside
-the file. The file is written to a staging folder, checked there against PyTorch, and only then moved to
---out, so a failed export or check never leaves a file that looks finished.
+the file. A detector is exported as TorchScript only, compiled with torch.jit.script (its number of boxes depends
+on the image, which a trace cannot follow): it gives per image {"boxes", "scores", "labels"}; ONNX is refused
+with the reason (torch.export cannot follow torchvision's data-dependent box post-processing). The file is
+written to a staging folder, checked there against PyTorch, and only then moved to --out, so a failed export or
+check never leaves a file that looks finished.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ INPUT_NAME = "images"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("export", help="write a model file as an ONNX or TorchScript graph giving probabilities")
-    p.add_argument("--model", required=True, help="model file of a classify or segment run (OUT/P<k>/<arm>/model.pt)")
+    p = subparsers.add_parser("export", help="write a model file as an ONNX or TorchScript graph giving probabilities "
+                                             "(detectors: TorchScript, giving boxes)")
+    p.add_argument("--model", required=True,
+                   help="model file of a classify, segment or detect run (OUT/P<k>/<arm>/model.pt)")
     p.add_argument("--format", required=True, choices=tuple(FORMATS), help="onnx or torchscript")
     p.add_argument("--out", default=None,
                    help="output file (default: next to the model, model.onnx or model.ts.pt)")
@@ -45,7 +50,7 @@ def default_out(model_path: Path, fmt: str) -> Path:
 
 
 def output_name(meta: dict) -> str:
-    return "probabilities" if meta["task"] == "classify" else "defect_map"
+    return {"classify": "probabilities", "detect": "detections"}.get(meta["task"], "defect_map")
 
 
 def graph_metadata(meta: dict) -> dict[str, str]:
@@ -58,8 +63,9 @@ def graph_metadata(meta: dict) -> dict[str, str]:
         "channels": int(meta["channels"]),
         "threshold": meta.get("threshold"),
         "input": f"{INPUT_NAME}: float32 (N, C, H, W) in [0, 1]",
-        "output": ("probabilities: softmax (N, classes)" if meta["task"] == "classify"
-                   else "defect_map: sigmoid defect probability (N, 1, H, W)"),
+        "output": {"classify": "probabilities: softmax (N, classes)",
+                   "detect": "detections: per image {boxes (M, 4) x0 y0 x1 y1 in pixels, scores (M,), labels (M,) "
+                             "class indices}"}.get(meta["task"], "defect_map: sigmoid defect probability (N, 1, H, W)"),
         "trained_on": meta.get("trained_on") or {},
     }
     return {key: json.dumps(value, default=str) for key, value in values.items()}
@@ -124,6 +130,42 @@ def export_torchscript(graph, example, path: Path, meta: dict) -> None:
         torch.jit.save(traced, str(path), _extra_files={"meta.json": meta_json})
 
 
+def export_detector(model, example, path: Path, meta: dict, check: bool) -> None:
+    """TorchScript of a detector (scripted), checked box for box against PyTorch on `example` unless told not to."""
+    import torch
+
+    from inspect_train.models.detectors import ScriptedDetector
+
+    try:
+        with quiet_jit():
+            scripted = torch.jit.script(ScriptedDetector(model).eval())
+    except Exception as err:  # noqa: BLE001 - the compiler's error, in one line
+        first = str(err).strip().splitlines()[0] if str(err).strip() else ""
+        raise InputError(f"TorchScript compilation of detector '{meta['architecture'].get('name')}' failed: "
+                         f"{type(err).__name__}: {first}") from None
+    meta_json = json.dumps({k: json.loads(v) for k, v in graph_metadata(meta).items()}, indent=1)
+    with quiet_jit():
+        torch.jit.save(scripted, str(path), _extra_files={"meta.json": meta_json})
+    if not check:
+        return
+    with quiet_jit(), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*always returns a \(Losses, Detections\) tuple",
+                                category=UserWarning)
+        loaded = torch.jit.load(str(path), map_location="cpu")
+        with torch.no_grad():
+            got, expected = loaded(example), model(example)
+    worst = 0.0
+    for a, b in zip(got, expected):
+        if a["boxes"].shape != b["boxes"].shape or not torch.equal(a["labels"], b["labels"]):
+            raise InputError("check failed: the exported detector finds other boxes than PyTorch; nothing written")
+        if len(a["boxes"]):
+            worst = max(worst, float((a["boxes"] - b["boxes"]).abs().max()),
+                        float((a["scores"] - b["scores"]).abs().max()))
+    print(f"check: max abs difference to PyTorch (boxes, scores) on a batch of {len(example)}: {worst:.3g}")
+    if not worst <= TOLERANCE * 100:  # box corners are in pixels
+        raise InputError(f"check failed: the exported detector differs from PyTorch by {worst:.3g}; nothing written")
+
+
 def run_exported(path: Path, fmt: str, images):
     """The exported file's output for `images`, run the way a deployment would run it (CPU)."""
     import numpy as np
@@ -148,8 +190,12 @@ def run_export(args) -> int:
 
     model_path = Path(args.model)
     model, meta = load_model(model_path, "cpu")
-    if meta["task"] not in ("classify", "segment"):
+    if meta["task"] not in ("classify", "segment", "detect"):
         raise InputError(f"{model_path}: unknown task '{meta['task']}' in the model file")
+    if meta["task"] == "detect" and args.format == "onnx":
+        raise InputError(f"{model_path}: a detector cannot be exported as ONNX here: torch.export cannot follow "
+                         "torchvision's box post-processing (non-maximum suppression, a number of boxes that depends "
+                         "on the image); use --format torchscript, or `inspect-train predict`")
     out = Path(args.out) if args.out else default_out(model_path, args.format)
     if out.is_dir():
         raise InputError(f"--out {out}: is a folder; give a file name")
@@ -164,11 +210,13 @@ def run_export(args) -> int:
     stage = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent))
     try:
         staged = stage / out.name
-        if args.format == "onnx":
+        if meta["task"] == "detect":
+            export_detector(model, example, staged, meta, args.check)
+        elif args.format == "onnx":
             export_onnx(graph, example, staged, meta, args.batch_size_dynamic)
         else:
             export_torchscript(graph, example, staged, meta)
-        if args.check:
+        if args.check and meta["task"] != "detect":
             images = torch.rand(example.shape, generator=rng)
             with torch.no_grad():
                 expected = graph(images).numpy()

@@ -1,5 +1,9 @@
 """`inspect-train predict`: run a trained model file on new images and write what it decided.
 
+A classifier gives each image's class; a segmenter its defect map, mask and image score; a detector its boxes
+(those at or above the stored box-score threshold, or --threshold) with overlays, and every box it found in
+detections.json (COCO style: images, categories, and the boxes as annotations with a score).
+
 Images are read and resized exactly as training data is (read_image_array -> resize_image -> to_channels),
 so a model sees the same pixels at inference as during training. Everything is written into a staging
 folder inside --out and moved into place only when every image has been read and scored: an unreadable
@@ -20,16 +24,20 @@ HEAT_MAP = "inferno"
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("predict", help="classify or segment new images with a trained model file")
-    p.add_argument("--model", required=True, help="model file of a classify or segment run (OUT/P<k>/<arm>/model.pt)")
+    p = subparsers.add_parser("predict",
+                              help="classify, segment or detect defects in new images with a trained model file")
+    p.add_argument("--model", required=True,
+                   help="model file of a classify, segment or detect run (OUT/P<k>/<arm>/model.pt)")
     p.add_argument("--images", nargs="+", required=True, metavar="DIR_OR_FILE",
                    help="image files and/or folders (a folder is scanned non-recursively for "
                         f"{'/'.join(s[1:] for s in IMAGE_SUFFIXES)})")
-    p.add_argument("--out", required=True, help="output folder (predictions.csv; segmenters also overlays/, masks/)")
+    p.add_argument("--out", required=True, help="output folder (predictions.csv; segmenters also overlays/, masks/; "
+                                                 "detectors overlays/ and detections.json)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--threshold", type=float, default=None,
-                   help="segmenters: pixel threshold on the defect probability (default: the one stored in the model)")
+                   help="segmenters: pixel threshold on the defect probability; detectors: box score threshold "
+                        "(default: the one stored in the model)")
     p.set_defaults(func=run_predict)
 
 
@@ -87,6 +95,42 @@ def segmenter_threshold(meta: dict, override: float | None) -> float:
     return threshold
 
 
+def detector_threshold(meta: dict, override: float | None) -> float:
+    """--threshold if given, else the box score threshold stored with the detector."""
+    if override is not None:
+        threshold = float(override)
+    else:
+        stored = meta.get("threshold") or {}
+        if "score" not in stored:
+            raise InputError("this model file stores no box score threshold; pass --threshold")
+        threshold = float(stored["score"])
+    if not 0.0 <= threshold <= 1.0:
+        raise InputError(f"--threshold {threshold}: must be a box score between 0 and 1")
+    return threshold
+
+
+def write_detections(path: Path, paths: list[Path], found: list[dict], classes: list[str],
+                     resolution: tuple[int, int], meta: dict) -> None:
+    """Every box the detector found, COCO style: the images (at the model's resolution, where the boxes are), the
+    defect types as categories, and the boxes as annotations with their score."""
+    import json
+
+    h, w = resolution
+    annotations = []
+    for i, boxes in enumerate(found):
+        for (x0, y0, x1, y1), label, score in zip(boxes["boxes"].tolist(), boxes["labels"].tolist(),
+                                                  boxes["scores"].tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                                "area": round((x1 - x0) * (y1 - y0), 2), "score": round(float(score), 6)})
+    record = {"info": {"model": meta.get("architecture", {}).get("name"), "resolution": [h, w],
+                       "note": "boxes in pixels of the image resized to the model's resolution"},
+              "images": [{"id": i, "file_name": str(p), "width": w, "height": h} for i, p in enumerate(paths)],
+              "categories": [{"id": k, "name": name} for k, name in enumerate(classes) if name != "good"],
+              "annotations": annotations}
+    path.write_text(json.dumps(record))
+
+
 def defect_logits(output):
     """A segmenter's defect logits: DRAEM returns (reconstruction, logits), the others the logits alone."""
     return output[-1] if isinstance(output, (tuple, list)) else output
@@ -130,10 +174,11 @@ def run_predict(args) -> int:
     device = choose_device(args.device)
     model, meta = load_model(args.model, device)
     task = meta["task"]
-    if task not in ("classify", "segment"):
+    if task not in ("classify", "segment", "detect"):
         raise InputError(f"{args.model}: unknown task '{task}' in the model file")
     if task == "classify" and args.threshold is not None:
-        raise InputError("--threshold applies to segmenters only; a classifier predicts its most probable class")
+        raise InputError("--threshold applies to segmenters and detectors; a classifier predicts its most probable "
+                         "class")
     resolution = (int(meta["resolution"][0]), int(meta["resolution"][1]))
     channels = int(meta["channels"])
     classes = [str(c) for c in meta["classes"]]
@@ -142,6 +187,10 @@ def run_predict(args) -> int:
         sigma = float((meta.get("threshold") or {}).get("smooth_sigma", 4.0))
         colours = heat_map_colours()
         header = ["file", "image_score", "defect_pixels", "predicted", "threshold"]
+    elif task == "detect":
+        threshold = detector_threshold(meta, args.threshold)
+        header = ["file", "image_score", "boxes_kept", "predicted", "threshold", "boxes"]
+        found_all: list[dict] = []
     else:
         header = ["file", "predicted_class", "score", *(f"p_{c}" for c in classes)]
 
@@ -154,8 +203,9 @@ def run_predict(args) -> int:
     stems = output_stems(paths)
     finished = False
     try:
-        if task == "segment":
+        if task in ("segment", "detect"):
             (stage / "overlays").mkdir()
+        if task == "segment":
             (stage / "masks").mkdir()
         rows = []
         with torch.inference_mode(), progress_bar(total=len(paths), desc="predict", unit="img") as bar:
@@ -168,6 +218,22 @@ def run_predict(args) -> int:
                     for path, p in zip(chunk, probs):
                         best = int(p.argmax())
                         rows.append([str(path), classes[best], f"{p[best]:.8g}", *(f"{v:.8g}" for v in p)])
+                elif task == "detect":
+                    from inspect_train.tasks.detect import FOUND_COLOUR, box_text, draw_boxes
+
+                    for i, (path, found) in enumerate(zip(chunk, model(x))):
+                        found = {k: v.detach().cpu() for k, v in found.items()}
+                        found_all.append(found)
+                        keep = found["scores"] >= threshold
+                        best = float(found["scores"].max()) if len(found["scores"]) else 0.0
+                        kept = int(keep.sum())
+                        rows.append([str(path), f"{best:.8g}", kept, "defect" if kept else "good", f"{threshold:.8g}",
+                                     box_text(found, classes, threshold)])
+                        plain = draw_boxes(images[i], found["boxes"][:0], FOUND_COLOUR)
+                        boxed = draw_boxes(images[i], found["boxes"][keep], FOUND_COLOUR)
+                        panel = torch.cat([plain, boxed], dim=2)  # image | the boxes kept
+                        Image.fromarray(panel.permute(1, 2, 0).numpy()).save(
+                            stage / "overlays" / f"{stems[start + i]}.png")
                 else:
                     maps = torch.sigmoid(defect_logits(model(x)).float())[:, 0].cpu().numpy()
                     scores = image_scores(maps, sigma)
@@ -182,6 +248,8 @@ def run_predict(args) -> int:
                             stage / "overlays" / f"{stem}.png")
                         Image.fromarray((mask * 255).astype(np.uint8)).save(stage / "masks" / f"{stem}_mask.png")
                 bar.update(len(chunk))
+        if task == "detect":
+            write_detections(stage / "detections.json", paths, found_all, classes, resolution, meta)
         with open(stage / "predictions.csv", "w", newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(header)
@@ -191,13 +259,15 @@ def run_predict(args) -> int:
                 (out / sub).mkdir(exist_ok=True)
                 for item in (stage / sub).iterdir():
                     item.replace(out / sub / item.name)
+        if (stage / "detections.json").is_file():
+            (stage / "detections.json").replace(out / "detections.json")
         (stage / "predictions.csv").replace(out / "predictions.csv")
         finished = True
     finally:
         shutil.rmtree(stage, ignore_errors=True)
         if not finished and created and not any(out.iterdir()):
             out.rmdir()  # a failed run leaves no trace where it found nothing
-    extra = " with overlays/ and masks/" if task == "segment" else ""
+    extra = {"segment": " with overlays/ and masks/", "detect": " with overlays/ and detections.json"}.get(task, "")
     print(f"predicted {len(paths)} image(s) with {Path(args.model).name} ({task}); "
           f"wrote {out / 'predictions.csv'}{extra}")
     return 0

@@ -1,4 +1,4 @@
-"""The shipped model file: everything needed to run a trained classifier or segmenter on new images.
+"""The shipped model file: everything needed to run a trained classifier, segmenter or detector on new images.
 
 One file per trained arm (`OUT/P<k>/<arm>/model.pt`), read by `predict` and `export`. It holds the network's
 own state dict (for a classifier exactly what `timm.create_model(name, num_classes=..., in_chans=...)` loads,
@@ -31,7 +31,7 @@ def package_versions() -> dict[str, str]:
 
     versions = {}
     for name in ("inspect-train", "torch", "torchvision", "timm", "segmentation-models-pytorch", "scikit-learn",
-                 "numpy"):
+                 "numpy", "torchmetrics", "pycocotools"):
         try:
             versions[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
@@ -79,7 +79,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         hint = " (a DFMGAN generator checkpoint: use `generate`)" if isinstance(record, dict) and "kind" in record else ""
         raise InputError(f"{path}: not an inspect-train model file{hint}; use OUT/P<k>/<arm>/model.pt of a "
-                         "classify or segment run")
+                         "classify, segment or detect run")
     if int(record.get("version", 0)) > VERSION:
         raise InputError(f"{path}: model file version {record['version']} is newer than this inspect-train reads "
                          f"({VERSION}); upgrade inspect-train")

@@ -3,7 +3,7 @@
 Training builds a model with `create_classifier` / `create_segmenter` (optionally from pretrained weights);
 a checkpoint stores `architecture(...)`, and `create_model(architecture)` rebuilds the same network with
 random weights for the stored state dict to fill (predict, export). Classifiers are any timm model name;
-segmenters are the names in SEGMENTERS.
+segmenters are the names in SEGMENTERS; detectors (`create_detector`) the names in DETECTORS, on a timm backbone.
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from torch import nn
 
 from inspect_train.errors import InputError
 
-TASKS = ("classify", "segment")
+TASKS = ("classify", "segment", "detect")
 SEGMENTERS = ("unet", "deeplabv3", "draem")
+DETECTORS = ("fcos", "retinanet", "fasterrcnn")
 
 
 def create_classifier(name: str, num_classes: int, in_chans: int = 3, weights: str | None = None) -> nn.Module:
@@ -35,14 +36,28 @@ def create_segmenter(name: str, in_chans: int, config: dict | None = None, weigh
     return build_segmenter(name, in_chans, config, encoder=config.get("encoder", "resnet18"), weights=weights)
 
 
+def create_detector(name: str, in_chans: int, num_classes: int, size: tuple[int, int], config: dict | None = None,
+                    weights: str | None = None) -> nn.Module:
+    """A detector from DETECTORS for [0, 1] images of (H, W) = `size`, finding `num_classes` defect types;
+    `config` holds its backbone (`encoder`), pyramid and head settings (see inspect_train.models.detectors)."""
+    from inspect_train.models.detectors import build_detector
+
+    if name not in DETECTORS:
+        raise InputError(f"--model '{name}': unknown detector (choose from {', '.join(DETECTORS)})")
+    return build_detector(name, in_chans, num_classes, size, config, weights)
+
+
 def architecture(task: str, name: str, in_chans: int, num_classes: int | None = None,
-                 config: dict | None = None) -> dict[str, Any]:
-    """What a checkpoint records to rebuild the network: task, model name, input channels, head or widths."""
+                 config: dict | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
+    """What a checkpoint records to rebuild the network: task, model name, input channels, head or widths
+    (a detector: its classes, config and input size)."""
     record: dict[str, Any] = {"task": task, "name": name, "in_chans": int(in_chans)}
-    if task == "classify":
+    if task in ("classify", "detect"):
         record["num_classes"] = int(num_classes)
-    else:
+    if task != "classify":
         record["config"] = dict(config or {})
+    if task == "detect":
+        record["size"] = [int(size[0]), int(size[1])]
     return record
 
 
@@ -53,4 +68,7 @@ def create_model(record: dict[str, Any]) -> nn.Module:
         return create_classifier(record["name"], record["num_classes"], record["in_chans"])
     if task == "segment":
         return create_segmenter(record["name"], record["in_chans"], record.get("config"))
+    if task == "detect":
+        return create_detector(record["name"], record["in_chans"], record["num_classes"], tuple(record["size"]),
+                               record.get("config"))
     raise InputError(f"unknown task '{task}' in a model record (known: {', '.join(TASKS)})")

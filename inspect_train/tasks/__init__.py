@@ -1,1 +1,1 @@
-"""Downstream tasks (classify, segment): train on real + fresh synthetic batches, evaluate on the test split."""
+"""Downstream tasks (classify, segment, detect): train on real + fresh synthetic batches, evaluate on the test split."""

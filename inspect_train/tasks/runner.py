@@ -1,4 +1,4 @@
-"""The protocol runner every downstream task plugs into: one shape for classify, segment and later tasks.
+"""The protocol runner every downstream task plugs into: one shape for classify, segment and detect.
 
 Per partition of the manifest, every arm (`none` = the real-only baseline, then one per `--aug`) trains the
 same model from the same initial weights, for the same fixed schedule, on the same real base-set images,
@@ -55,15 +55,16 @@ class TestSet:
 @dataclass
 class Evaluation:
     """One arm's scores on the test set: the metrics, and the raw outputs paired tests compare
-    (class probabilities (N, K) for a classifier, defect probability maps (N, 1, H, W) for a segmenter)."""
+    (class probabilities (N, K) for a classifier, defect probability maps (N, 1, H, W) for a segmenter, the boxes
+    found per image for a detector: tasks.detect.Detections)."""
 
     metrics: dict[str, Any]
-    outputs: torch.Tensor
+    outputs: Any
     unknown_scores: dict[str, torch.Tensor] | None = None  # open set: per image, each unknown score (N,)
 
 
 class Task(Protocol):
-    name: str  # the command: classify, segment
+    name: str  # the command: classify, segment, detect
     settings_class: type
     toy_preset: str  # preset without --data
     data_preset: str  # preset with --data
@@ -85,6 +86,8 @@ class Task(Protocol):
                         settings) -> list[dict]: ...
     def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings, seed: int) -> dict: ...
     def decision_threshold(self, model, pool: RealPool, settings, device) -> dict | None: ...
+    # Optional: write_outputs(folder, tests, evaluation, threshold, settings) writes a task's own files beside
+    # predictions.csv (detect: the test set and the detections as COCO JSON).
     # A task that can run --open-set also has `open_set_metrics: list[str]` (what such a run summarises) and
     # `open_set_headline: str`, and its evaluate() scores the TestSet's `unknown` images (see tasks.classify).
 
@@ -275,6 +278,8 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
                                    "base": base_names_of(part, classes),
                                    **({"held_out": held_out} if held_out else {})})
         write_predictions(task.prediction_rows(tests, evaluation, threshold, settings), folder / "predictions.csv")
+        if hasattr(task, "write_outputs"):  # a task's own files beside predictions.csv (detect: COCO JSON)
+            task.write_outputs(folder, tests, evaluation, threshold, settings)
         entry["arms"][arm] = evaluation.metrics
         entry["runs"][arm] = {
             "epochs": round(batches.epochs * ctx.world_size, 2),
