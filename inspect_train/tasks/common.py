@@ -90,12 +90,14 @@ def train_fixed_steps(
         optimizer.step()
         if scheduler is not None:
             scheduler.step()
-        scalars = {"loss": float(loss.detach()), **{k: float(v) for k, v in scalars.items()}}
+        # summed on the loss's device (float64) and read once per log step: no host sync every step on a GPU
+        scalars = {"loss": loss, **scalars}
         for key, value in scalars.items():
-            running[key] = running.get(key, 0.0) + value
+            value = torch.as_tensor(value).detach().to(loss.device, torch.float64)
+            running[key] = running[key] + value if key in running else value
         count = (step % log_every) + 1
         if count == log_every or step == steps - 1:
-            last = {k: v / count for k, v in running.items()}
+            last = {k: float(v) / count for k, v in running.items()}
             if writer is not None:
                 for key, value in last.items():
                     writer.add_scalar(f"train/{key}", value, step + 1)
