@@ -81,31 +81,18 @@ def load_input(path: Path, resolution: tuple[int, int], channels: int):
     return to_channels(resize_image(read_image_array(path), resolution), channels)
 
 
-def segmenter_threshold(meta: dict, override: float | None) -> float:
-    """--threshold if given, else the pixel threshold stored with the model."""
+def stored_threshold(meta: dict, override: float | None, key: str, what: str) -> float:
+    """--threshold if given, else the model file's stored threshold `key` ("pixel" for a segmenter, "score" for a
+    detector); either must lie in [0, 1]."""
     if override is not None:
         threshold = float(override)
     else:
         stored = meta.get("threshold") or {}
-        if "pixel" not in stored:
-            raise InputError("this model file stores no pixel threshold; pass --threshold")
-        threshold = float(stored["pixel"])
+        if key not in stored:
+            raise InputError(f"this model file stores no {what} threshold; pass --threshold")
+        threshold = float(stored[key])
     if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold {threshold}: must be a probability between 0 and 1")
-    return threshold
-
-
-def detector_threshold(meta: dict, override: float | None) -> float:
-    """--threshold if given, else the box score threshold stored with the detector."""
-    if override is not None:
-        threshold = float(override)
-    else:
-        stored = meta.get("threshold") or {}
-        if "score" not in stored:
-            raise InputError("this model file stores no box score threshold; pass --threshold")
-        threshold = float(stored["score"])
-    if not 0.0 <= threshold <= 1.0:
-        raise InputError(f"--threshold {threshold}: must be a box score between 0 and 1")
+        raise InputError(f"--threshold {threshold}: a {what} threshold lies between 0 and 1")
     return threshold
 
 
@@ -183,12 +170,12 @@ def run_predict(args) -> int:
     channels = int(meta["channels"])
     classes = [str(c) for c in meta["classes"]]
     if task == "segment":
-        threshold = segmenter_threshold(meta, args.threshold)
+        threshold = stored_threshold(meta, args.threshold, "pixel", "pixel")
         sigma = float((meta.get("threshold") or {}).get("smooth_sigma", 4.0))
         colours = heat_map_colours()
         header = ["file", "image_score", "defect_pixels", "predicted", "threshold"]
     elif task == "detect":
-        threshold = detector_threshold(meta, args.threshold)
+        threshold = stored_threshold(meta, args.threshold, "score", "box score")
         header = ["file", "image_score", "boxes_kept", "predicted", "threshold", "boxes"]
         found_all: list[dict] = []
     else:
