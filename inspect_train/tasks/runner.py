@@ -135,11 +135,15 @@ def base_names_of(part: dict, classes: list[str]) -> dict[str, list[str]]:
     return {t: part["defects"][t]["base"] for t in classes if t != GOOD}
 
 
+def real_pool_size(data: CategoryData, part: dict, classes: list[str]) -> int:
+    """How many real images a run on this partition trains on: the base sets, and train/good when it is a class."""
+    return sum(len(names) for names in base_names_of(part, classes).values()) + (
+        len(data.train_good) if GOOD in classes else 0)
+
+
 def steps_for_epochs(epochs: float, data: CategoryData, part: dict, classes: list[str], batch_size: int) -> int:
     """An epoch is one pass over the partition's real training images at the full batch size."""
-    pool = sum(len(names) for names in base_names_of(part, classes).values())
-    pool += len(data.train_good) if GOOD in classes else 0
-    return max(1, math.ceil(epochs * pool / batch_size))
+    return max(1, math.ceil(epochs * real_pool_size(data, part, classes) / batch_size))
 
 
 def _steps_for_epochs(task: Task, settings: TaskSettings, epochs: float, data: CategoryData, part: dict,
@@ -149,7 +153,7 @@ def _steps_for_epochs(task: Task, settings: TaskSettings, epochs: float, data: C
     from inspect_train.tasks.open_set import known_part
 
     views = [known_part(part, t) for t in held_out] if held_out else [part]
-    pools = [steps_for_epochs(1.0, data, v, task.class_names(settings, sorted(v["defects"])), 1) for v in views]
+    pools = [real_pool_size(data, v, task.class_names(settings, sorted(v["defects"]))) for v in views]
     return max(1, math.ceil(epochs * (sum(pools) / len(pools)) / settings.batch_size))
 
 
