@@ -27,7 +27,6 @@ import math
 import numpy as np
 import torch
 
-IOU_50 = 0.5
 BACKEND = "pycocotools"
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
 RECALL_POINTS = np.linspace(0.0, 1.0, 101)
@@ -138,31 +137,19 @@ def detection_metrics(detections: list[dict], truths: list[dict], is_defect, cla
     return metrics
 
 
-def box_f1_threshold(detections: list[dict], truths: list[dict], iou: float = IOU_50) -> float:
-    """The box score threshold with the best F1 at `iou` (a box is right when it covers an unclaimed true box of
-    its class; each image's boxes claim in score order, as COCO matches), over all images together."""
-    from torchvision.ops import box_iou
-
-    scores, hits, n_true = [], [], 0
-    for det, truth in zip(_clean(detections, True), _clean(truths, False)):
-        n_true += len(truth["boxes"])
-        order = torch.argsort(det["scores"], descending=True, stable=True)
-        claimed = torch.zeros(len(truth["boxes"]), dtype=torch.bool)
-        overlaps = box_iou(det["boxes"], truth["boxes"]) if len(truth["boxes"]) and len(det["boxes"]) else None
-        for i in order.tolist():
-            hit = False
-            if overlaps is not None:
-                candidates = (overlaps[i] >= iou) & ~claimed & (truth["labels"] == det["labels"][i])
-                if candidates.any():
-                    best = int(torch.where(candidates, overlaps[i], torch.full_like(overlaps[i], -1)).argmax())
-                    claimed[best] = True
-                    hit = True
-            scores.append(float(det["scores"][i]))
-            hits.append(hit)
-    if not scores or n_true == 0:
+def box_f1_threshold(detections: list[dict], truths: list[dict]) -> float:
+    """The box score threshold with the best F1 at IoU 0.5 over all images and types together; a box is right
+    when COCO's matching (`coco_matches`: each image's boxes claim unclaimed true boxes of their type in score
+    order) pairs it with a true box. 0.5 when there is no box or no true box."""
+    labels = [int(v) for item in [*detections, *truths] for v in torch.as_tensor(item["labels"]).reshape(-1).tolist()]
+    tables = coco_matches(detections, truths, max(labels, default=-1) + 1)
+    n_true = sum(int(table["n_true"].sum()) for table in tables)
+    scores = np.concatenate([table["score"] for table in tables]) if tables else np.zeros(0)
+    if not scores.size or n_true == 0:
         return 0.5
-    order = np.argsort(-np.asarray(scores), kind="stable")
-    ranked, correct = np.asarray(scores)[order], np.asarray(hits)[order]
+    hits = np.concatenate([table["tp"][0] for table in tables])  # IoU_THRESHOLDS[0] is 0.5
+    order = np.argsort(-scores, kind="stable")
+    ranked, correct = scores[order], hits[order]
     tp = np.cumsum(correct)
     kept = np.arange(1, len(ranked) + 1)
     f1 = 2 * tp / (kept + n_true)
@@ -180,8 +167,8 @@ def _coco_xywh(boxes: torch.Tensor) -> list[list[float]]:
 
 
 def coco_matches(detections: list[dict], truths: list[dict], n_classes: int) -> list[dict]:
-    """Per defect type: every box of the test set in COCO's order (score, then image), whether it is a true or a
-    false positive at each IoU threshold (T, D), the image it is in, and each image's number of true boxes.
+    """Per defect type: every box of the test set in COCO's order (score, then image), its score, whether it is a
+    true or a false positive at each IoU threshold (T, D), the image it is in, and each image's number of true boxes.
 
     The matching is pycocotools' per-image evaluation (all areas, up to MAX_BOXES per image)."""
     import contextlib
@@ -203,7 +190,8 @@ def coco_matches(detections: list[dict], truths: list[dict], n_classes: int) -> 
     n_true = np.zeros((n_classes, n), dtype=np.int64)
     for a in annotations:
         n_true[a["category_id"], a["image_id"]] += 1
-    empty = {"image": np.zeros(0, dtype=np.int64), "tp": np.zeros((len(IOU_THRESHOLDS), 0), dtype=bool),
+    empty = {"image": np.zeros(0, dtype=np.int64), "score": np.zeros(0),
+             "tp": np.zeros((len(IOU_THRESHOLDS), 0), dtype=bool),
              "fp": np.zeros((len(IOU_THRESHOLDS), 0), dtype=bool)}
     if not results:
         return [{**empty, "n_true": n_true[k]} for k in range(n_classes)]
@@ -237,7 +225,8 @@ def coco_matches(detections: list[dict], truths: list[dict], n_classes: int) -> 
             tables.append({**empty, "n_true": n_true[k]})
             continue
         order = np.argsort(-np.concatenate(scores), kind="mergesort")
-        tables.append({"image": np.concatenate(images)[order], "tp": np.concatenate(tps, axis=1)[:, order],
+        tables.append({"image": np.concatenate(images)[order], "score": np.concatenate(scores)[order],
+                       "tp": np.concatenate(tps, axis=1)[:, order],
                        "fp": np.concatenate(fps, axis=1)[:, order], "n_true": n_true[k]})
     return tables
 
