@@ -61,6 +61,20 @@ def test_segment_reuses_the_painters(classify_run, toy_root, tmp_path, capsys):
     assert results["partitions"][0]["runs"]["inpaint"]["synthetic_samples_seen"] == 2 * 8
 
 
+def test_inpaint_config_flag_reuses_smaller_painters(classify_run, toy_root, tmp_path, capsys):
+    """At 48 px the default painter is inpaint-64; --inpaint-config inpaint-tiny reuses the 32 px painters of the
+    classify run instead (the online dataset resizes their samples), and config.yaml records the choice."""
+    import yaml
+
+    _, first = classify_run
+    capsys.readouterr()
+    code = _segment_with_painters(toy_root, first, tmp_path / "seg", "--inpaint-steps", "2", "--resolution", "48",
+                                  "--inpaint-config", "inpaint-tiny")
+    out = capsys.readouterr().out
+    assert code == 0 and "(inpaint-tiny, 32x32)" in out and "reusing the P1 'hole' painter" in out
+    assert yaml.safe_load((tmp_path / "seg" / "config.yaml").read_text())["inpaint_config"] == "inpaint-tiny"
+
+
 def test_painters_of_other_steps_are_not_reused(classify_run, toy_root, tmp_path, capsys):
     """A painter trained with other steps (or another loss) is refused by name, not silently reused: the run's
     config.yaml would otherwise record a painter it did not use."""
@@ -159,6 +173,8 @@ def test_fit_inpaint_then_generate_from_masks(toy_root, tmp_path, capsys):
       "--out", "{tmp}/o", "--config", "inpaint-tiny"], "no defect type 'dent'"),
     (["gan", "fit-inpaint", "--data", "{data}", "--category", "toy", "--defect", "hole", "--partition", "1",
       "--out", "{tmp}/o", "--config", "inpaint-nope"], "config not found"),
+    (["classify", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--inpaint-config", "inpaint-nope",
+      "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "config not found"),
     (["classify", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--inpaint-steps", "-1",
       "--out", "{tmp}/o", "--partitions", "1", "--quiet"], "--inpaint-steps"),
     (["segment", "--data", "{data}", "--category", "toy", "--aug", "inpaint", "--mask-source", "{tmp}/nowhere",

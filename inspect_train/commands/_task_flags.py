@@ -43,6 +43,10 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
     p.add_argument("--backbone-steps", type=int, help="--aug dfmgan: stage-1 steps when the backbone is trained here "
                                                       "(default: the preset's gan_backbone_steps, else the DFMGAN config's)")
     p.add_argument("--defect-steps", type=int, help="--aug dfmgan: stage-2 steps per defect type and partition")
+    p.add_argument("--inpaint-config", help="--aug inpaint: painter config, a name in configs/ or a path (default: "
+                                            "the preset's inpaint_config, else inpaint-tiny up to 32 px, inpaint-64 "
+                                            "up to 64, inpaint-128 above); a smaller one reuses painters trained for "
+                                            "a smaller task")
     p.add_argument("--inpaint-steps", type=int, help="--aug inpaint: training steps of each painter (per defect type "
                                                      "and partition) when it is trained here (default: the inpaint "
                                                      "config's)")
