@@ -232,9 +232,13 @@ def open_set_table(results: dict) -> list[str]:
     lines = ["", f"**Open set.** Each defect type in turn held out of training (no base image, no generator); its "
              f"images are the unknown positives, the known types' test images the negatives. Unknown scores: "
              f"{scores}. fpr95 = false-positive rate at 95% true-positive rate. Mean ± std over partitions; the "
-             "tables above are the means over the held-out types.", "",
+             "tables above are the means over the held-out types; `every run`: mean ± std over every held-out "
+             "type and partition (differences paired per run).", "",
              "| held out | arm | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for held_out, summary in section["summary"]["per_type"].items():
+    rows = list(section["summary"]["per_type"].items())
+    if section["summary"].get("over_held_out_runs"):
+        rows.append(("every run", section["summary"]["over_held_out_runs"]))
+    for held_out, summary in rows:
         for arm in results["arms"]:
             stats = summary["arms"].get(arm, {})
             lines.append(f"| {held_out} | {arm} | " + " | ".join(fmt_stats(stats.get(m)) for m in metrics) + " |")
@@ -314,7 +318,16 @@ def print_summary(results: dict, out: Path) -> None:
         if parts:
             print(f"{metric}: " + " | ".join(parts))
     if results.get("open_set"):
-        print(f"open set: held out {', '.join(results['open_set']['held_out_types'])} in turn (the lines above "
-              f"are means over them); per held-out type in {out / REPORT_NAME}")
+        section = results["open_set"]
+        print(f"open set: held out {', '.join(section['held_out_types'])} in turn (the lines above are means over "
+              f"them); per held-out type in {out / REPORT_NAME}")
+        per_run = section["summary"].get("over_held_out_runs") or {}
+        for metric in results["metrics"]:
+            parts = [f"{arm} {fmt_stats(per_run['arms'][arm][metric])}"
+                     + (f" ({fmt_stats(per_run['difference'][arm][metric], signed=True)})"
+                        if metric in (per_run.get("difference", {}).get(arm) or {}) else "")
+                     for arm in results["arms"] if metric in (per_run.get("arms", {}).get(arm) or {})]
+            if parts:
+                print(f"  over every held-out run, {metric}: " + " | ".join(parts))
     print(f"results: {out / RESULTS_NAME}, {out / REPORT_NAME}; models and predictions: {out}/P<k>/<arm>/; "
           f"TensorBoard: tensorboard --logdir {out / 'tb'}")

@@ -146,7 +146,15 @@ def test_open_set_end_to_end_nothing_of_the_held_out_type_reaches_training(toy_r
     overall = results["summary"]["arms"]["none"]["msp_auroc"]["mean"]
     assert overall == pytest.approx(np.mean([held[t]["arms"]["none"]["msp_auroc"] for t in TYPES]))
     assert section["summary"]["overall"] == results["summary"]
+    # Over every held-out run (one partition here): the spread between the held-out types, paired differences.
+    per_run = section["summary"]["over_held_out_runs"]
+    values = [held[t]["arms"]["crop-paste"]["msp_auroc"] for t in TYPES]
+    diffs = [held[t]["arms"]["crop-paste"]["msp_auroc"] - held[t]["arms"]["none"]["msp_auroc"] for t in TYPES]
+    assert per_run["arms"]["crop-paste"]["msp_auroc"]["mean"] == pytest.approx(np.mean(values))
+    assert per_run["arms"]["crop-paste"]["msp_auroc"]["std"] == pytest.approx(np.std(values, ddof=1))
+    assert per_run["difference"]["crop-paste"]["msp_auroc"]["std"] == pytest.approx(np.std(diffs, ddof=1))
     report = (out / "report.md").read_text()
+    assert "| every run | crop-paste - none |" in report
     assert "**Open set.**" in report and "| held out | arm | msp_auroc |" in report
     assert "| stain | crop-paste - none |" in report
     assert "**Open set: is it noise?**" in report and "| hole | P1 | crop-paste | p = " in report

@@ -74,18 +74,24 @@ def partition_entry(partition: int, held: dict[str, dict], arms: list[str], metr
 def section(entries: list[dict], arms: list[str], metrics: list[str], baseline: str | None,
             types: list[str]) -> dict:
     """results.json `open_set`: per partition, held-out type and arm the runs (moved out of `entries`), and the
-    summary per held-out type (mean ± std over partitions, difference to real-only) and overall."""
+    summary per held-out type (mean ± std over partitions, difference to real-only), overall (over partitions)
+    and over every held-out run (type x partition)."""
     from inspect_train.metrics.open_set import UNKNOWN_SCORES
     from inspect_train.report import summarise
 
     partitions = [{"partition": e["partition"], "held_out": e.pop("held_out")} for e in entries]
     per_type = {t: summarise([{"arms": p["held_out"][t]["arms"]} for p in partitions], arms, metrics, baseline)
                 for t in types}
+    # Mean ± std over every held-out run (type x partition), differences paired per run: the spread between
+    # held-out types, which a one-partition run has and the per-partition summary cannot show.
+    per_run = summarise([{"arms": p["held_out"][t]["arms"]} for p in partitions for t in types], arms, metrics,
+                        baseline)
     return {
         "held_out_types": list(types),
         "unknown_scores": dict(UNKNOWN_SCORES),
         "positive": "unknown (an image of the held-out type)",
         "metrics": list(metrics),
         "partitions": partitions,
-        "summary": {"per_type": per_type, "overall": summarise(entries, arms, metrics, baseline)},
+        "summary": {"per_type": per_type, "overall": summarise(entries, arms, metrics, baseline),
+                    "over_held_out_runs": per_run},
     }
