@@ -38,6 +38,9 @@ def main(argv: list[str]) -> int:
     rows, reals, stage1 = [], {}, []
     for arg in argv:
         variant, _, path = arg.partition("=")
+        if not Path(path).is_file():
+            print(f"{arg}: no report at {path or '(empty path)'}; give VARIANT=path/to/report.json", file=sys.stderr)
+            return 2
         report = json.loads(Path(path).read_text())
         if report.get("stage1"):
             stage1.append((variant, report["category"], report["seed"], report["stage1"][-1]))
