@@ -301,12 +301,12 @@ def write_report_md(results: dict, path: str | Path, chart: Path | None = None) 
     return path
 
 
-def print_summary(results: dict, out: Path) -> None:
-    """The console ending of a run: one line per metric, every arm's mean ± std and difference."""
-    summary = results["summary"]
-    for metric in results["metrics"]:
+def _summary_lines(summary: dict, arms: list[str], metrics: list[str]) -> list[str]:
+    """One line per metric: every arm's mean ± std and, in brackets, its difference to the baseline."""
+    lines = []
+    for metric in metrics:
         parts = []
-        for arm in results["arms"]:
+        for arm in arms:
             stats = summary["arms"].get(arm, {}).get(metric)
             if not stats:
                 continue
@@ -316,18 +316,21 @@ def print_summary(results: dict, out: Path) -> None:
                 text += f" ({fmt_stats(diff, signed=True)})"
             parts.append(text)
         if parts:
-            print(f"{metric}: " + " | ".join(parts))
+            lines.append(f"{metric}: " + " | ".join(parts))
+    return lines
+
+
+def print_summary(results: dict, out: Path) -> None:
+    """The console ending of a run: one line per metric, every arm's mean ± std and difference."""
+    for line in _summary_lines(results["summary"], results["arms"], results["metrics"]):
+        print(line)
     if results.get("open_set"):
         section = results["open_set"]
         print(f"open set: held out {', '.join(section['held_out_types'])} in turn (the lines above are means over "
               f"them); per held-out type in {out / REPORT_NAME}")
-        per_run = section["summary"].get("over_held_out_runs") or {}
-        for metric in results["metrics"]:
-            parts = [f"{arm} {fmt_stats(per_run['arms'][arm][metric])}"
-                     + (f" ({fmt_stats(per_run['difference'][arm][metric], signed=True)})"
-                        if metric in (per_run.get("difference", {}).get(arm) or {}) else "")
-                     for arm in results["arms"] if metric in (per_run.get("arms", {}).get(arm) or {})]
-            if parts:
-                print(f"  over every held-out run, {metric}: " + " | ".join(parts))
+        per_run = section["summary"].get("over_held_out_runs")
+        if per_run:
+            for line in _summary_lines(per_run, results["arms"], results["metrics"]):
+                print(f"  over every held-out run, {line}")
     print(f"results: {out / RESULTS_NAME}, {out / REPORT_NAME}; models and predictions: {out}/P<k>/<arm>/; "
           f"TensorBoard: tensorboard --logdir {out / 'tb'}")

@@ -106,8 +106,8 @@ class DetectSettings(TaskSettings):
 # flag dest -> settings field, for the flags every task command has
 FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
                "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads",
-               "inpaint_config": "inpaint_config", "inpaint_steps": "inpaint_steps", "inpaint_loss": "inpaint_loss", "gan_config": "gan_config",
-               "backbone_steps": "gan_backbone_steps", "defect_steps": "gan_defect_steps"}
+               "inpaint_config": "inpaint_config", "inpaint_steps": "inpaint_steps", "inpaint_loss": "inpaint_loss",
+               "gan_config": "gan_config", "backbone_steps": "gan_backbone_steps", "defect_steps": "gan_defect_steps"}
 
 
 def settings_from_preset(settings_class: type, config: dict, where: str) -> TaskSettings:
