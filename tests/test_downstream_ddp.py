@@ -1,4 +1,4 @@
-"""`torchrun --nproc_per_node 2 -m inspect_train classify|segment` on 2 gloo CPU processes: exit 0, one
+"""`torchrun --nproc_per_node 2 -m inspect_train classify|segment|detect` on 2 gloo CPU processes: exit 0, one
 results.json with the usual schema, the global batch's schedule, identical trained weights on both ranks."""
 
 import os
@@ -103,3 +103,19 @@ def test_segment_two_processes_on_toy(tmp_path):
         rank1 = torch.load(tmp_path / "dump" / f"P1-{arm}-rank1.pt")
         assert all(torch.equal(saved[k], rank1[f"net.{k}"]) for k in saved)
 
+
+
+def test_detect_two_processes_on_toy(tmp_path):
+    """Rank 0 alone runs the COCO evaluator: it must not wait to gather from rank 1, which waits at a barrier."""
+    out = tmp_path / "det"
+    proc = torchrun(["detect", "--aug", "crop-paste", "--partitions", "1", "--steps", "2", "--batch-size", "4",
+                     "--threads", "1", "--quiet", "--device", "cpu", "--out", str(out)], tmp_path, tmp_path / "dump")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("results: ") == 1
+    results = read_results(out)
+    assert results["task"] == "detect" and results["config"]["run"]["processes"] == 2
+    part = results["partitions"][0]
+    assert part["runs"]["crop-paste"]["synthetic_samples_seen"] == 2 * 2
+    for arm in ("none", "crop-paste"):
+        assert 0.0 <= part["arms"][arm]["map_50"] <= 1.0
+        same_weights(tmp_path / "dump", f"P1-{arm}")

@@ -41,8 +41,10 @@ def recall_key(fpr: float) -> str:
 def _evaluator(extended: bool):
     from torchmetrics.detection import MeanAveragePrecision
 
+    # sync_on_compute off: under torchrun rank 0 evaluates the whole test set alone while the other ranks wait at
+    # a barrier, so the evaluator's default gather across processes would wait for ranks that never call it.
     return MeanAveragePrecision(iou_type="bbox", box_format="xyxy", class_metrics=True, extended_summary=extended,
-                                backend=BACKEND)
+                                backend=BACKEND, sync_on_compute=False)
 
 
 def _as_float(value) -> float | None:
