@@ -62,3 +62,8 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: the preset's cpu_threads, else torch's)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", help=f"output folder (default runs/{task}-<arms>-<time>)")
+    p.add_argument("--resume", action="store_true",
+                   help="read back the arms already finished in --out (each keeps P<k>/<arm>/finished.pt) instead of "
+                        "training them again; they must have the same settings, data, split and seed. Resumes a "
+                        "stopped run, or assembles one run from commands that each ran some --aug / --partitions "
+                        "into the same --out")

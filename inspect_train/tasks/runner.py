@@ -211,9 +211,49 @@ def write_predictions(rows: list[dict], path: Path) -> Path:
     return path
 
 
+def _train_and_evaluate(task: Task, settings: TaskSettings, arm: str, data: CategoryData, part: dict,
+                        classes: list[str], tests: TestSet, make_generator: Callable, seed: int, device, out: Path,
+                        place: Path, ctx, label: str, trained_on: dict) -> tuple:
+    """Train one arm, then on rank 0 evaluate it once on the test set and save the model, predictions.csv and the
+    task's own files. Returns (evaluation, run record, real images served) on rank 0, (None, None, served) elsewhere."""
+    from inspect_train.models.checkpoint import save_model
+    from inspect_train.tasks.common import debug_dump, gather_union
+
+    started = time.time()
+    generator = None if arm in REAL_ONLY else make_generator(arm, part["partition"], base_names_of(part, classes))
+    model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
+                                                   device, out / "tb" / place, ctx, label=label)
+    debug_dump(ctx, model, "-".join(place.parts))
+    served = gather_union(ctx, set(batches.served_real))
+    if not ctx.is_main:
+        return None, None, served
+    folder = out / place
+    try:
+        evaluation = task.evaluate(model, tests, settings, device)
+        task.log_evaluation(writer, tests, evaluation, settings)
+    finally:
+        writer.close()
+    threshold = task.decision_threshold(model, pool, settings, device)
+    if settings.save_models:
+        save_model(folder / "model.pt", model, architecture=task.architecture(settings, data, classes),
+                   classes=classes, resolution=data.size, channels=data.channels, threshold=threshold,
+                   trained_on={**trained_on, "steps": settings.steps, "base": base_names_of(part, classes)})
+    write_predictions(task.prediction_rows(tests, evaluation, threshold, settings), folder / "predictions.csv")
+    if hasattr(task, "write_outputs"):  # a task's own files beside predictions.csv (detect: COCO JSON)
+        task.write_outputs(folder, tests, evaluation, threshold, settings)
+    run_record = {
+        "epochs": round(batches.epochs * ctx.world_size, 2),
+        "synthetic_samples_seen": batches.synthetic_seen * ctx.world_size,
+        "final_loss": round(float(last["loss"]), 6),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+        "wall_seconds": round(time.time() - started, 1),
+    }
+    return evaluation, run_record, served
+
+
 def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manifest: dict, partition: int,
                   arms: list[str], make_generator: Callable, seed: int, device, out: Path, ctx,
-                  trained_on: dict, held_out_types: list[str] | None = None) -> dict:
+                  trained_on: dict, held_out_types: list[str] | None = None, finished=None) -> dict:
     """Every arm of one partition: train, evaluate on the test set, save, test against the baseline.
 
     With `held_out_types` (open set) the arms run once per held-out type, each on the partition without it;
@@ -224,19 +264,19 @@ def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manife
 
     part = get_partition(manifest, partition)
     if not held_out_types:
-        return _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on)
+        return _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on,
+                         finished=finished)
     held = {t: _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on,
-                         held_out=t) for t in held_out_types}
+                         held_out=t, finished=finished) for t in held_out_types}
     return partition_entry(partition, held, arms, task.open_set_metrics)
 
 
 def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict, arms: list[str],
               make_generator: Callable, seed: int, device, out: Path, ctx, trained_on: dict,
-              held_out: str | None = None) -> dict:
+              held_out: str | None = None, finished=None) -> dict:
     """The arms on one partition; with `held_out`, on the partition without that type (whose images all join
-    the test set as unknown), each arm into its own unknown-<type> folder."""
-    from inspect_train.models.checkpoint import save_model
-    from inspect_train.tasks.common import debug_dump, gather_union
+    the test set as unknown), each arm into its own unknown-<type> folder. `finished` (resume.FinishedArms) keeps
+    each arm's evaluation on disk when it finishes and, with --resume, reads finished arms back."""
     from inspect_train.tasks.open_set import known_part, with_unknown
 
     partition = part["partition"]
@@ -257,41 +297,32 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
     used: set = set()
     baseline: Evaluation | None = None
     for arm in arms:
-        started = time.time()
-        generator = None if arm in REAL_ONLY else make_generator(arm, partition, base_names_of(part, classes))
         place = Path(f"P{partition}", arm, *([f"unknown-{held_out}"] if held_out else []))
         folder = out / place
         label = f"P{partition} {arm}" + (f" (unknown {held_out})" if held_out else "")
-        model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
-                                                       device, out / "tb" / place, ctx, label=label)
-        debug_dump(ctx, model, "-".join(place.parts))
-        used |= gather_union(ctx, set(batches.served_real))
+        saved = finished.read(folder, partition, held_out, label) if finished else None
+        if saved is not None:
+            if ctx.is_main:
+                print(f"{label}: finished earlier, read back from {folder}")
+            evaluation = Evaluation(saved["metrics"], saved["outputs"], saved["unknown_scores"])
+            run_record = {**saved["run"], "read_back": True}
+            used |= {tuple(item) for item in saved["served_real"]}
+        else:
+            done = _train_and_evaluate(task, settings, arm, data, part, classes, tests, make_generator, seed, device,
+                                       out, place, ctx, label, {**trained_on, "partition": partition, "arm": arm,
+                                                                **({"held_out": held_out} if held_out else {})})
+            used |= done[2]
+            if done[0] is None:  # not rank 0: rank 0 evaluated and saved
+                ctx.barrier()
+                continue
+            evaluation, run_record, served = done
+            if finished:
+                finished.save(folder, partition, held_out, evaluation, run_record, served)
         if not ctx.is_main:
-            ctx.barrier()  # rank 0 evaluates and saves
+            ctx.barrier()
             continue
-        try:
-            evaluation = task.evaluate(model, tests, settings, device)
-            task.log_evaluation(writer, tests, evaluation, settings)
-        finally:
-            writer.close()
-        threshold = task.decision_threshold(model, pool, settings, device)
-        if settings.save_models:
-            save_model(folder / "model.pt", model, architecture=task.architecture(settings, data, classes),
-                       classes=classes, resolution=data.size, channels=data.channels, threshold=threshold,
-                       trained_on={**trained_on, "partition": partition, "arm": arm, "steps": settings.steps,
-                                   "base": base_names_of(part, classes),
-                                   **({"held_out": held_out} if held_out else {})})
-        write_predictions(task.prediction_rows(tests, evaluation, threshold, settings), folder / "predictions.csv")
-        if hasattr(task, "write_outputs"):  # a task's own files beside predictions.csv (detect: COCO JSON)
-            task.write_outputs(folder, tests, evaluation, threshold, settings)
         entry["arms"][arm] = evaluation.metrics
-        entry["runs"][arm] = {
-            "epochs": round(batches.epochs * ctx.world_size, 2),
-            "synthetic_samples_seen": batches.synthetic_seen * ctx.world_size,
-            "final_loss": round(float(last["loss"]), 6),
-            "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
-            "wall_seconds": round(time.time() - started, 1),
-        }
+        entry["runs"][arm] = run_record
         if arm == BASELINE:
             baseline = evaluation
         elif baseline is not None:
@@ -390,6 +421,7 @@ def _run(task: Task, args, ctx) -> int:
     from inspect_train.report import print_summary, run_record, write_results
     from inspect_train.settings import resolve_settings, write_config
     from inspect_train.tasks.common import broadcast_object, main_first
+    from inspect_train.tasks.resume import FinishedArms, run_stamp
 
     started = time.time()
     _check_args(args)
@@ -439,13 +471,14 @@ def _run(task: Task, args, ctx) -> int:
     if ctx.is_main:
         write_config(settings, out / "config.yaml", run)
     make = generator_maker(task, settings, arms, data, out, args, manifest_path, device, ctx, say)
+    finished = FinishedArms(run_stamp(settings, args, data_root, category, data.size, manifest), args.resume)
     entries = []
     trained_on = {"category": category, "data": str(data_root), "manifest": str(manifest_path), "seed": args.seed}
     for k in args.partitions:
         say(f"P{k}: training {', '.join(arms)} for {settings.steps} steps each"
             + (f", once per held-out type ({', '.join(held_out)})" if held_out else ""))
         entries.append(run_partition(task, settings, data, manifest, k, arms, make, args.seed, device, out, ctx,
-                                     trained_on, held_out_types=held_out))
+                                     trained_on, held_out_types=held_out, finished=finished))
     if not ctx.is_main:
         return 0  # rank 0 evaluated and writes the results
     n_synthetic = round(settings.synthetic_ratio * settings.batch_size)
