@@ -92,6 +92,7 @@ class DetectSettings(TaskSettings):
     model: str = "fcos"
     eval_batch_size: int = 32
     recall_fpr: float = 0.05  # image-level defect recall is read where this share of test/good images is flagged
+    box_join: int = 0  # pieces of a mask at most 2 * box_join pixels apart share one box (0: 8-connected components)
     models: dict = field(default_factory=dict)  # backbone, pyramid and head per detector name (and an `lr` override)
 
     def model_config(self) -> dict:
@@ -101,13 +102,16 @@ class DetectSettings(TaskSettings):
         super().check()
         if not 0.0 < float(self.recall_fpr) < 1.0:
             raise InputError(f"recall_fpr must be between 0 and 1 (got {self.recall_fpr})")
+        if int(self.box_join) != self.box_join or self.box_join < 0:
+            raise InputError(f"box_join must be 0 or a whole number of pixels (got {self.box_join})")
 
 
 # flag dest -> settings field, for the flags every task command has
 FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
                "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads",
                "inpaint_config": "inpaint_config", "inpaint_steps": "inpaint_steps", "inpaint_loss": "inpaint_loss",
-               "gan_config": "gan_config", "backbone_steps": "gan_backbone_steps", "defect_steps": "gan_defect_steps"}
+               "gan_config": "gan_config", "backbone_steps": "gan_backbone_steps", "defect_steps": "gan_defect_steps",
+               "box_join": "box_join"}
 
 
 def settings_from_preset(settings_class: type, config: dict, where: str) -> TaskSettings:

@@ -51,6 +51,43 @@ def test_two_components_give_two_boxes_with_the_image_label():
     assert targets[2]["labels"].tolist() == [0, 0]
 
 
+def test_box_join_groups_the_pieces_of_a_broken_line():
+    from inspect_train.boxes import components_boxes
+
+    mask = np.zeros((12, 20), bool)
+    mask[2, 1:4] = mask[2, 5:8] = mask[3, 9:12] = True  # a thin line broken by one-pixel gaps (one diagonal step)
+    mask[9:11, 15:17] = True  # a blob 4 pixels below the line's end
+    assert len(components_boxes(mask)) == 4
+    assert sorted(components_boxes(mask, join=1)) == [(1, 2, 11, 2), (15, 9, 2, 2)]  # the pieces' own extent
+    assert sorted(components_boxes(mask, join=3)) == [(1, 2, 16, 9)]
+    assert sorted(mask_boxes(torch.from_numpy(mask), join=1).tolist()) == [[1.0, 2.0, 12.0, 4.0],
+                                                                          [15.0, 9.0, 17.0, 11.0]]
+    with pytest.raises(ValueError):
+        components_boxes(mask, join=-1)
+
+
+def test_box_join_sets_the_test_truth(tmp_path):
+    """One found box over a whole broken line: a hit when the truth joins the pieces, a miss against each piece."""
+    from inspect_train.settings import DetectSettings
+    from inspect_train.tasks.detect import TASK
+    from inspect_train.tasks.runner import TestSet
+
+    masks = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    masks[0, 0, 5, 1:5] = masks[0, 0, 5, 6:10] = masks[0, 0, 5, 11:15] = True
+
+    class OneBox(torch.nn.Module):
+        def forward(self, images):
+            return [{"boxes": torch.tensor([[1.0, 5.0, 15.0, 6.0]]), "scores": torch.tensor([0.9]),
+                     "labels": torch.tensor([0])}, {"boxes": torch.zeros(0, 4), "scores": torch.zeros(0),
+                                                    "labels": torch.zeros(0, dtype=torch.long)}]
+
+    tests = TestSet(names=["crack/a.png", "good/b.png"], images=torch.zeros(2, 1, 16, 16, dtype=torch.uint8),
+                    masks=masks, labels=torch.tensor([0, 1]), classes=["crack", "good"], n_defect=1)
+    scores = {join: TASK.evaluate(OneBox(), tests, DetectSettings(box_join=join), "cpu").metrics["map_50"]
+              for join in (0, 1)}
+    assert scores[1] == pytest.approx(1.0) and scores[0] < 0.1
+
+
 def test_boxes_use_the_rule_generate_writes():
     from inspect_train.boxes import components_boxes
 
@@ -244,6 +281,7 @@ def test_no_data_runs_on_toy_with_baseline_only(tmp_path):
         (["--config", "detect-nope"], "detect config not found"),
         (["--steps", "0"], "steps must be a positive integer"),
         (["--aug", "none", "--no-baseline"], "cannot go with --no-baseline"),
+        (["--box-join", "-1"], "box_join must be 0 or"),
         (["--data", "/nonexistent/folder"], "data folder not found"),
     ],
 )

@@ -120,3 +120,19 @@ def test_generate_writes_what_it_says(checkpoints, tmp_path, fmt, capsys):
         assert [c["name"] for c in coco["categories"]] == ["hole", "stain"]
     else:
         assert (out / "classes.txt").read_text().split() == ["hole", "stain"]
+
+
+def test_generate_box_join_writes_the_joined_boxes(checkpoints, tmp_path, capsys):
+    out = tmp_path / "joined"
+    argv = ["generate", "--n", "6", "--out", str(out), "--seed", "3", "--format", "coco", "--box-join", "2",
+            "--device", "cpu", "--checkpoint", str(checkpoints["hole"])]
+    assert main(argv) == 0
+    coco = json.loads((out / "annotations.json").read_text())
+    rows = list(csv.DictReader(open(out / "index.csv")))
+    masks = [_read_mask(out / row["mask"]) for row in rows]
+    for i, mask in enumerate(masks):
+        got = sorted(tuple(a["bbox"]) for a in coco["annotations"] if a["image_id"] == i)
+        assert got == sorted(components_boxes(mask, join=2))
+    assert any(components_boxes(m, join=2) != components_boxes(m) for m in masks), "no mask the join changes"
+    assert main(argv[:-4] + ["--box-join", "-1", "--checkpoint", str(checkpoints["hole"])]) == 2
+    assert "--box-join -1" in capsys.readouterr().err

@@ -21,9 +21,10 @@ def _to_pil(x01: torch.Tensor) -> Image.Image:
 class SampleWriter:
     """Collects samples as they are written; `finish()` writes index.csv and the label files."""
 
-    def __init__(self, out_dir: Path, defect_types: list[str], fmt: str | None = None):
+    def __init__(self, out_dir: Path, defect_types: list[str], fmt: str | None = None, box_join: int = 0):
         self.out = Path(out_dir)
         self.fmt = fmt
+        self.box_join = box_join
         self.defect_types = list(defect_types)
         for sub in ("images", "masks", "goods") + (("labels",) if fmt == "yolo" else ()):
             (self.out / sub).mkdir(parents=True, exist_ok=True)
@@ -44,7 +45,7 @@ class SampleWriter:
                "good": f"goods/{name}" if good01 is not None else "", "defect_type": defect_type,
                "label": self.defect_types.index(defect_type), "mask_pixels": int(mask.sum())}
         if self.fmt:
-            boxes = components_boxes(mask)
+            boxes = components_boxes(mask, self.box_join)
             row["boxes"] = len(boxes)
             if self.fmt == "coco":
                 self.coco_images.append({"id": index, "file_name": f"images/{name}", "width": w, "height": h})

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         help="train a defect detector (FCOS, RetinaNet, Faster R-CNN) with in-loop synthetic defects",
         description="For each partition: train the real-only baseline and one arm per --aug on the base set's "
         "real defects, train/good and fresh synthetic defects every batch, with the same model, schedule and "
-        "seed; boxes come from the masks (one per 8-connected component, labelled with the defect type). "
+        "seed; boxes come from the masks (one per 8-connected component, or per group of pieces with --box-join, "
+        "labelled with the defect type). "
         "Evaluate each on the partition's test set (COCO mAP@0.5 and mAP@0.5:0.95 per defect type and mean, "
         "image-level defect recall at a fixed false-positive rate on test/good, image AUROC). Without --data it "
         "runs on the built-in toy dataset with the tiny preset.",
@@ -19,6 +20,10 @@ def register(subparsers) -> None:
     add_task_arguments(p, "detect", "detect-tiny", "detect-256",
                        model_help="fcos, retinanet or fasterrcnn (preset default: fcos)")
     p.add_argument("--encoder", help="timm backbone of the detector (preset: resnet18)")
+    p.add_argument("--box-join", type=int, metavar="R",
+                   help="pieces of a defect mask at most 2R pixels apart share one box, in training and in the test "
+                        "truth (default 0: one box per 8-connected component). Thin cracks shrunk to the working "
+                        "resolution break into pieces; R = 1 joins them")
     p.set_defaults(func=run)
 
 

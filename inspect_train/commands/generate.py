@@ -25,6 +25,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--truncation", type=float, default=1.0, help="dfmgan: truncation psi of the defect code (1 = none; lower = more typical defects; the part is never truncated)")
     p.add_argument("--format", choices=("coco", "yolo"), default=None, help="also write detection labels")
+    p.add_argument("--box-join", type=int, default=0, metavar="R",
+                   help="--format: pieces of a mask at most 2R pixels apart share one box (default 0: one box per "
+                        "8-connected component), as in detect --box-join")
     p.add_argument("--batch", type=int, default=16, help="samples per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
@@ -45,6 +48,8 @@ def run_generate(args) -> int:
         raise InputError(f"--batch {args.batch}: must be at least 1")
     if not 0.0 <= args.truncation <= 1.0:
         raise InputError(f"--truncation {args.truncation}: must be between 0 and 1")
+    if args.box_join < 0:
+        raise InputError(f"--box-join {args.box_join}: must be 0 or more pixels")
     if args.threads is not None:
         if args.threads < 1:
             raise InputError(f"--threads {args.threads}: must be at least 1")
@@ -58,7 +63,7 @@ def run_generate(args) -> int:
         raise InputError("--n is required (samples per checkpoint)")
     generator = DFMGANGenerator.from_paths([Path(c) for c in args.checkpoint], device=device,
                                            truncation=args.truncation)
-    writer = SampleWriter(Path(args.out), generator.defect_types, args.format)
+    writer = SampleWriter(Path(args.out), generator.defect_types, args.format, args.box_join)
     rng = torch.Generator(device=device).manual_seed(args.seed)
     with tqdm(total=args.n * len(generator.defect_types), desc="generate", unit="img") as bar:
         for defect_type in generator.defect_types:
@@ -71,7 +76,7 @@ def run_generate(args) -> int:
                 left -= n
                 bar.update(n)
     writer.finish({"checkpoints": [str(Path(c).resolve()) for c in args.checkpoint], "n": args.n,
-                   "seed": args.seed, "truncation": args.truncation, "format": args.format,
+                   "seed": args.seed, "truncation": args.truncation, "format": args.format, "box_join": args.box_join,
                    "defect_types": generator.defect_types, "info": generator.info})
     print(f"wrote {len(writer.rows)} samples to {args.out}")
     return 0
@@ -109,7 +114,7 @@ def _generate_inpaint(args, device) -> int:
     if len(goods) == 0:
         raise InputError(f"{index.folder / 'train' / 'good'}: no images to paint on")
     generator = InpaintGenerator(mapping, goods, None, device)
-    writer = SampleWriter(Path(args.out), generator.defect_types, args.format)
+    writer = SampleWriter(Path(args.out), generator.defect_types, args.format, args.box_join)
     rng = torch.Generator(device=device).manual_seed(args.seed)
     per_type = len(names) if names is not None else args.n
     good_used = []
@@ -131,7 +136,7 @@ def _generate_inpaint(args, device) -> int:
                 bar.update(n)
     writer.finish({"checkpoints": [str(Path(c).resolve()) for c in args.checkpoint], "generator": "inpaint",
                    "masks": str(Path(args.masks).resolve()) if args.masks else None, "mask_files": names,
-                   "good_files": good_used or None, "n": per_type, "seed": args.seed, "format": args.format,
+                   "good_files": good_used or None, "n": per_type, "seed": args.seed, "format": args.format, "box_join": args.box_join,
                    "data": str(args.data), "category": args.category, "defect_types": generator.defect_types,
                    "info": generator.info})
     print(f"wrote {len(writer.rows)} samples to {args.out}")

@@ -2,7 +2,8 @@
 or Faster R-CNN) on a timm backbone with a feature pyramid, plugged into the protocol runner
 (inspect_train.tasks.runner).
 
-Boxes come from masks (inspect_train.boxes): one per 8-connected component, labelled with the image's defect type,
+Boxes come from masks (inspect_train.boxes): one per 8-connected component (or group of pieces, --box-join),
+labelled with the image's defect type,
 computed on the fly for the real base images, every fresh synthetic sample and the test images. Every arm trains
 on the base set's real defects, train/good (no boxes: it teaches what is not a defect) and (generator arms) fresh
 synthetic defects every batch; the test set is the partition's test defects plus all of test/good, as for
@@ -16,6 +17,8 @@ and detections.json (every box in COCO's results format, image ids into ground_t
 """
 
 from __future__ import annotations
+
+import functools
 
 import json
 from dataclasses import dataclass, field
@@ -57,10 +60,10 @@ def predict_boxes(model, images: torch.Tensor, device, batch_size: int) -> list[
     return out
 
 
-def _step(net, batch):
+def _step(net, batch, join: int = 0):
     from inspect_train.boxes import box_targets
 
-    terms = net(batch.images, box_targets(batch.masks, batch.labels))
+    terms = net(batch.images, box_targets(batch.masks, batch.labels, join=join))
     loss = sum(terms.values())
     return loss, {k: v.detach() for k, v in terms.items()}
 
@@ -154,14 +157,14 @@ class DetectTask:
         return False
 
     def step_fn(self, settings, device):
-        return _step
+        return functools.partial(_step, join=int(settings.box_join))
 
     def evaluate(self, model, tests: TestSet, settings: DetectSettings, device) -> Evaluation:
         from inspect_train.boxes import box_targets
         from inspect_train.metrics.detection import detection_metrics, image_scores
 
         found = predict_boxes(model, tests.images, device, settings.eval_batch_size)
-        truths = box_targets(tests.masks, tests.labels, device="cpu")
+        truths = box_targets(tests.masks, tests.labels, device="cpu", join=int(settings.box_join))
         is_defect = (tests.labels != tests.classes.index(GOOD)).numpy()
         metrics = detection_metrics(found, truths, is_defect, tests.classes[:-1], float(settings.recall_fpr))
         curves = metrics.pop("pr_curves_50", {})
@@ -274,7 +277,7 @@ class DetectTask:
         from inspect_train.metrics.detection import box_f1_threshold
 
         found = predict_boxes(model, pool.images, device, settings.eval_batch_size)
-        truths = box_targets(pool.masks.float(), pool.labels, device="cpu")
+        truths = box_targets(pool.masks.float(), pool.labels, device="cpu", join=int(settings.box_join))
         return {"score": box_f1_threshold(found, truths), "iou": 0.5,
                 "chosen_on": f"box F1 at IoU 0.5 on the {len(pool)} real training images (base-set defects + "
                              "train/good)"}
