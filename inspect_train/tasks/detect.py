@@ -3,8 +3,8 @@ or Faster R-CNN) on a timm backbone with a feature pyramid, plugged into the pro
 (inspect_train.tasks.runner).
 
 Boxes come from masks (inspect_train.boxes): one per 8-connected component (or group of pieces, --box-join),
-labelled with the image's defect type,
-computed on the fly for the real base images, every fresh synthetic sample and the test images. Every arm trains
+labelled with the image's defect type, computed on the fly for the real base images, every fresh synthetic sample
+and the test images. Every arm trains
 on the base set's real defects, train/good (no boxes: it teaches what is not a defect) and (generator arms) fresh
 synthetic defects every batch; the test set is the partition's test defects plus all of test/good, as for
 segment. Scores (inspect_train.metrics.detection): COCO mAP@0.5 and mAP@0.5:0.95, each type's AP at both, image
