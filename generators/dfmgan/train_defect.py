@@ -23,6 +23,7 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.config import STAGE2_NETWORK_KEYS, resolution_hw, resolution_value
 from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
+from generators.dfmgan.mask_guard import EmptyMaskGuard
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
 from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of, fixed_latents,
                                         r1_weight, resume_from, run_state, save_on_main, sync_buffers, to_float,
@@ -110,12 +111,14 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
              **({"ada": ada} if ada else {})}
     resumed = resume and ckpt_path.exists()
     step = resume_from(ckpt_path, "defect", parts, ctx, dev, seed, "another backbone or config") if resumed else 0
+    guard = EmptyMaskGuard(G_ema, stage, dev, defect_type, say=print if ctx.is_main else (lambda *a, **k: None))
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
         return {"kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
                 "resolution": resolution_value(size), "defect_type": defect_type,
                 "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
-                **run_state(parts, ctx, dev, step, seed), **(extra or {})}
+                **run_state(parts, ctx, dev, step, seed), **(extra or {}),
+                **({"mask_guard": guard.record()} if guard.enabled else {})}
 
     grid_z, grid_zd = fixed_latents(8, G.z_dim, dev, 2024), fixed_latents(8, G.z_dim, dev, 2026)
     grid_noise = G.make_noise(8, dev, torch.Generator().manual_seed(2025))
@@ -132,6 +135,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                    f"stage 2 ({defect_type})", progress, tag="stage2/", shown=["G", "D", "D_match", "mask_area"],
                    grid=grid, save=lambda: save_on_main(ctx, snapshot(), ckpt_path), checkpoint=ckpt_path, on_step=on_step)
 
+    guard.start(step, log.writer)
     with cudnn_autotune(dev):
         try:
             while step < total:
@@ -194,6 +198,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
 
                 update_ema(G_ema, G, stage, step)
                 step += 1
+                guard.after_step(step, step == total, log.writer)  # before step_done saves the last step's G_ema
                 log.step_done(step, lambda: {"G": loss_G, "G_adv": loss_adv, "G_match": loss_match, "mode_seek": loss_ms,
                                              "mask_area": (mask_logits >= 0).float().mean(), **losses,
                                              **({"ada_p": torch.tensor(ada.p)} if ada else {})})
