@@ -311,12 +311,12 @@ def test_bad_preset_exits_2(tmp_path, toy_root, capsys, text, message):
 
 
 def test_detect_takes_the_segment_flags():
-    """One task shape: detect has exactly segment's flags (its --encoder names the timm backbone)."""
+    """One task shape: detect has segment's flags (its --encoder names the timm backbone), plus --box-join."""
     from inspect_train.cli import build_parser
 
     commands = build_parser()._subparsers._group_actions[0].choices
     flags = {name: {o for a in commands[name]._actions for o in a.option_strings} for name in ("segment", "detect")}
-    assert flags["detect"] == flags["segment"]
+    assert flags["detect"] == flags["segment"] | {"--box-join"}
 
 
 # ----------------------------------------------------------------------------- models, predict, export
