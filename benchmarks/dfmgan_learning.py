@@ -149,12 +149,23 @@ def mask_report(generated: torch.Tensor, real: torch.Tensor) -> dict:
 
 
 def overrides(pairs: list[str]) -> dict:
-    """--set KEY=VALUE (YAML value) for top-level config keys, e.g. a stage-2 network option."""
+    """--set KEY=VALUE (YAML value) for config keys, e.g. a stage-2 network option; KEY may be dotted
+    (stage2.empty_mask_limit=0.25) to set one key inside a stage."""
     out = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
         out[key] = yaml.safe_load(value)
     return out
+
+
+def apply_overrides(cfg: dict, values: dict) -> dict:
+    for key, value in values.items():
+        *parents, leaf = key.split(".")
+        target = cfg
+        for name in parents:
+            target = target.setdefault(name, {})
+        target[leaf] = value
+    return cfg
 
 
 def save_defect_grid(ckpt: Path, defect: str, path: Path) -> None:
@@ -178,7 +189,7 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--speed-steps", type=int, default=20, help="0 to skip the speed measurement")
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="override a top-level config key (YAML value), e.g. mask_refine=true")
+                   help="override a config key (YAML value), e.g. mask_refine=true or stage2.empty_mask_limit=0.25")
     p.add_argument("--backbone", default=None, help="reuse this stage-1 checkpoint instead of training one")
     p.add_argument("--tag", default="", help="prefix of the grid files, e.g. before / after")
     p.add_argument("--out", default=None, help="work folder (default: a temporary one)")
@@ -188,7 +199,7 @@ def main() -> int:
     work = Path(args.out or tempfile.mkdtemp(prefix="dfmgan_bench_"))
     res = args.resolution
     cfg = small_config(res)
-    cfg.update(overrides(args.overrides))
+    apply_overrides(cfg, overrides(args.overrides))
     data = load_category(args.data, args.category, size=(res, res))
     part = get_partition(make_manifest(data.index, partitions=3, seed=0), args.partition)
     good = data.train_good.images
