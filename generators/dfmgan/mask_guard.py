@@ -6,9 +6,10 @@ Kolektor's cracks one run drew 80% empty masks at its last step while a fifth of
 
 Every `mask_guard_every` steps (stage-2 config; 0 = off) the guard draws a fixed batch from G_ema, logs the share
 of empty masks and, while it is at most `empty_mask_limit`, keeps a copy of G_ema (a resumed call first checks the
-G_ema it starts from). At the last step of a training call, if the share is above the limit, G_ema is put back to the latest copy that was not, so that copy is what the
-checkpoint saves and what the sampler draws; it says so on the console and records every check in the checkpoint
-(`mask_guard`). Nothing here looks at test data: the guard reads only the generator's own samples.
+G_ema it starts from). At the last step of a training call, if the share is above the limit, G_ema is put back to
+the latest copy that was not, so that copy is what the checkpoint saves and what the sampler draws; it says so on
+the console and records every check in the checkpoint (`mask_guard`). Nothing here looks at test data: the guard
+reads only the generator's own samples.
 """
 
 from __future__ import annotations

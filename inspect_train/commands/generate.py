@@ -136,8 +136,8 @@ def _generate_inpaint(args, device) -> int:
                 bar.update(n)
     writer.finish({"checkpoints": [str(Path(c).resolve()) for c in args.checkpoint], "generator": "inpaint",
                    "masks": str(Path(args.masks).resolve()) if args.masks else None, "mask_files": names,
-                   "good_files": good_used or None, "n": per_type, "seed": args.seed, "format": args.format, "box_join": args.box_join,
-                   "data": str(args.data), "category": args.category, "defect_types": generator.defect_types,
-                   "info": generator.info})
+                   "good_files": good_used or None, "n": per_type, "seed": args.seed, "format": args.format,
+                   "box_join": args.box_join, "data": str(args.data), "category": args.category,
+                   "defect_types": generator.defect_types, "info": generator.info})
     print(f"wrote {len(writer.rows)} samples to {args.out}")
     return 0

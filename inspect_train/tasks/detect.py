@@ -4,13 +4,12 @@ or Faster R-CNN) on a timm backbone with a feature pyramid, plugged into the pro
 
 Boxes come from masks (inspect_train.boxes): one per 8-connected component (or group of pieces, --box-join),
 labelled with the image's defect type, computed on the fly for the real base images, every fresh synthetic sample
-and the test images. Every arm trains
-on the base set's real defects, train/good (no boxes: it teaches what is not a defect) and (generator arms) fresh
-synthetic defects every batch; the test set is the partition's test defects plus all of test/good, as for
-segment. Scores (inspect_train.metrics.detection): COCO mAP@0.5 and mAP@0.5:0.95, each type's AP at both, image
-AUROC and image-level defect recall at a fixed false-positive rate on test/good (an image's score is its best box).
-The box score threshold stored with each model (what `predict` keeps) is the box-F1-best threshold at IoU 0.5 on
-its TRAINING images.
+and the test images. Every arm trains on the base set's real defects, train/good (no boxes: it teaches what is not
+a defect) and (generator arms) fresh synthetic defects every batch; the test set is the partition's test defects
+plus all of test/good, as for segment. Scores (inspect_train.metrics.detection): COCO mAP@0.5 and mAP@0.5:0.95,
+each type's AP at both, image AUROC and image-level defect recall at a fixed false-positive rate on test/good (an
+image's score is its best box). The box score threshold stored with each model (what `predict` keeps) is the
+box-F1-best threshold at IoU 0.5 on its TRAINING images.
 
 Per arm, besides predictions.csv: ground_truth.json (the test set as a COCO data set: images, boxes, categories)
 and detections.json (every box in COCO's results format, image ids into ground_truth.json).
@@ -19,7 +18,6 @@ and detections.json (every box in COCO's results format, image ids into ground_t
 from __future__ import annotations
 
 import functools
-
 import json
 from dataclasses import dataclass, field
 from pathlib import Path

@@ -308,17 +308,13 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
             run_record = {**saved["run"], "read_back": True}
             used |= {tuple(item) for item in saved["served_real"]}
         else:
-            done = _train_and_evaluate(task, settings, arm, data, part, classes, tests, make_generator, seed, device,
-                                       out, place, ctx, label, {**trained_on, "partition": partition, "arm": arm,
-                                                                **({"held_out": held_out} if held_out else {})})
-            used |= done[2]
-            if done[0] is None:  # not rank 0: rank 0 evaluated and saved
-                ctx.barrier()
-                continue
-            evaluation, run_record, served = done
-            if finished:
+            evaluation, run_record, served = _train_and_evaluate(
+                task, settings, arm, data, part, classes, tests, make_generator, seed, device, out, place, ctx, label,
+                {**trained_on, "partition": partition, "arm": arm, **({"held_out": held_out} if held_out else {})})
+            used |= served
+            if evaluation is not None and finished:  # rank 0 evaluated it
                 finished.save(folder, partition, held_out, evaluation, run_record, served)
-        if not ctx.is_main:
+        if not ctx.is_main:  # rank 0 evaluates, saves and tests against the baseline
             ctx.barrier()
             continue
         entry["arms"][arm] = evaluation.metrics
