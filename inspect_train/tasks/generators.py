@@ -13,14 +13,20 @@ Under torchrun every rank joins the GAN training (the DFMGAN trainers spread
 the global batch over ranks and write on rank 0 only), so no rank waits alone
 past the process group's timeout; rank 0 alone writes the index, and every
 rank then loads the same checkpoints.
+
+Several commands may share one folder (`--resume` splits a run's partitions over processes): a file lock lets one
+process at a time train a given generator (the others wait, then reuse it), and every index write re-reads the
+file under a lock and adds its entry, so no process drops another's.
 """
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Callable
 
 import torch
+from filelock import FileLock, Timeout
 
 from generators.registry import create_generator
 from inspect_train.data.category import CategoryData
@@ -72,9 +78,38 @@ class GeneratorCache:
                                  f"{value!r}; use another --generators folder")
         return index
 
-    def _save(self) -> None:
-        if self.ctx.is_main:
+    def _save(self, update: Callable[[dict], None]) -> None:
+        """Apply `update` to the index on disk (re-read under a lock, so entries another process added since this
+        one read it stay) and keep the result; rank 0 alone writes under torchrun."""
+        if not self.ctx.is_main:
+            update(self.index)
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with FileLock(str(self.folder / f".{INDEX}.lock")):
+            self.index = self._read_index()
+            update(self.index)
             write_json_atomic(self.index, self.folder / INDEX)
+
+    @contextlib.contextmanager
+    def _training(self, name: str):
+        """Hold the lock for training `name` in this folder: another process training it first is waited for
+        (then the caller finds its entry on re-reading the index). Under torchrun the ranks of one run train
+        together and take no file lock (a rank waiting on it would stall the others' collectives)."""
+        if self.ctx.enabled:
+            yield
+            return
+        self.folder.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(str(self.folder / f".{name}.lock"))
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            self.say(f"waiting: another process is training {name} in {self.folder}")
+            lock.acquire()
+        try:
+            self.index = self._read_index()  # what that process (or any other) recorded meanwhile
+            yield
+        finally:
+            lock.release()
 
     def _dist(self) -> dict:
         """Pass the process group to the trainers only when there is one (one process: the plain call)."""
@@ -105,10 +140,24 @@ class GeneratorCache:
                 + ", ".join(f"{k} {trained_with[k]}" for k in differs) + ". Use another --generators folder")
         return path
 
+    def _reuse_or_train(self, partition: int, defect: str, names: list[str], train: Callable[[], Path],
+                        reuse_message: str, trained_with: dict | None = None) -> Path:
+        """The cached checkpoint of this partition's `defect`, else `train()`'s, recorded in the index. Training
+        holds the folder's lock for it, so a second process asking for the same generator waits and reuses it."""
+        cached = self._cached(partition, defect, names, trained_with)
+        if cached is None:
+            with self._training(f"p{partition}-{defect}"):
+                cached = self._cached(partition, defect, names, trained_with)
+                if cached is None:
+                    path = Path(train())
+                    self._record(partition, defect, path, names, **(trained_with or {}))
+                    return path
+        self.say(f"{reuse_message} from {cached}")
+        return cached
+
     def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
-        self.index["defects"].setdefault(f"p{partition}", {})[defect] = {
-            "checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
-        self._save()
+        entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
+        self._save(lambda index: index["defects"].setdefault(f"p{partition}", {}).__setitem__(defect, entry))
 
 
 class DFMGANCache(GeneratorCache):
@@ -131,44 +180,56 @@ class DFMGANCache(GeneratorCache):
 
         return resolution_value(resolution_hw(self.config))
 
-    def backbone(self) -> Path:
+    def _cached_backbone(self) -> Path | None:
         entry = self.index.get("backbone")
         if entry and (self.folder / entry["checkpoint"]).exists():
             return self.folder / entry["checkpoint"]
-        from generators.dfmgan.api import fit_backbone
+        return None
 
-        self.say(f"DFMGAN stage 1: training the backbone on {len(self.data.train_good)} train/good images "
-                 f"-> {self.folder / 'backbone'}")
-        path = fit_backbone(self.data.train_good.images, self.config, self.folder / "backbone",
-                            steps=self.backbone_steps, seed=self.seed, device=self.device, resume=True,
-                            progress=self.progress, **self._dist())
-        self.index["backbone"] = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
-        self._save()
+    def backbone(self) -> Path:
+        cached = self._cached_backbone()
+        if cached is not None:
+            return cached
+        with self._training("backbone"):
+            cached = self._cached_backbone()
+            if cached is not None:
+                return cached
+            from generators.dfmgan.api import fit_backbone
+            from generators.dfmgan.train_backbone import BACKBONE_FILE
+
+            out = self.folder / "backbone"
+            if (out / BACKBONE_FILE).exists():  # e.g. from `gan fit-backbone --out FOLDER/backbone`, or a killed run
+                self.say(f"DFMGAN stage 1: continuing the backbone checkpoint in {out} to its last step")
+            else:
+                self.say(f"DFMGAN stage 1: training the backbone on {len(self.data.train_good)} train/good images "
+                         f"-> {out}")
+            path = fit_backbone(self.data.train_good.images, self.config, out,
+                                steps=self.backbone_steps, seed=self.seed, device=self.device, resume=True,
+                                progress=self.progress, **self._dist())
+            entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
+            self._save(lambda index: index.__setitem__("backbone", entry))
         return Path(path)
 
     def checkpoints(self, partition: int, base_names: dict[str, list[str]]) -> dict[str, Path]:
         """One stage-2 checkpoint per defect type of this partition, trained here when missing."""
         result = {}
         for defect, names in sorted(base_names.items()):
-            key = f"p{partition}"
-            cached = self._cached(partition, defect, names)
-            if cached is not None:
-                self.say(f"DFMGAN stage 2: reusing P{partition} '{defect}' from {cached}")
-                result[defect] = cached
-                continue
-            backbone = self.backbone()
-            from generators.dfmgan.api import fit_defect
+            def train(defect=defect, names=names) -> Path:
+                backbone = self.backbone()
+                from generators.dfmgan.api import fit_defect
 
-            subset = self.data.defects[defect].select(names)
-            out = self.folder / key / defect
-            self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) -> {out}")
-            path = fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
-                              steps=self.defect_steps, seed=self.seed, device=self.device, resume=False,
-                              progress=self.progress,
-                              extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
-                                     "category": self.data.index.category}, **self._dist())
-            self._record(partition, defect, path, names)
-            result[defect] = Path(path)
+                subset = self.data.defects[defect].select(names)
+                out = self.folder / f"p{partition}" / defect
+                self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) "
+                         f"-> {out}")
+                return fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
+                                  steps=self.defect_steps, seed=self.seed, device=self.device, resume=False,
+                                  progress=self.progress,
+                                  extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
+                                         "category": self.data.index.category}, **self._dist())
+
+            result[defect] = self._reuse_or_train(partition, defect, names, train, f"DFMGAN stage 2: reusing "
+                                                  f"P{partition} '{defect}'")
         return result
 
 
@@ -196,23 +257,21 @@ class InpaintCache(GeneratorCache):
                   "steps": self.steps if self.steps is not None else int(train["steps"])}
         result = {}
         for defect, names in sorted(base_names.items()):
-            cached = self._cached(partition, defect, names, trained_with=wanted)
-            if cached is not None:
-                self.say(f"inpaint: reusing the P{partition} '{defect}' painter from {cached}")
-                result[defect] = cached
-                continue
-            subset = self.data.defects[defect].select(names)
-            out = self.folder / f"p{partition}" / defect
-            self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base image(s) "
-                     f"and {len(self.data.train_good)} train/good -> {out}")
-            self.trained_on[(partition, defect)] = list(subset.names)
-            path = fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
-                               config=self.config, steps=self.steps, loss=self.loss, seed=self.seed,
-                               device=self.device, progress=self.progress,
-                               extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
-                                      "category": self.data.index.category}, **self._dist())
-            self._record(partition, defect, path, names, **wanted)
-            result[defect] = Path(path)
+            def train(defect=defect, names=names) -> Path:
+                subset = self.data.defects[defect].select(names)
+                out = self.folder / f"p{partition}" / defect
+                self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base image(s) "
+                         f"and {len(self.data.train_good)} train/good -> {out}")
+                self.trained_on[(partition, defect)] = list(subset.names)
+                return fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
+                                   config=self.config, steps=self.steps, loss=self.loss, seed=self.seed,
+                                   device=self.device, progress=self.progress,
+                                   extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
+                                          "category": self.data.index.category}, **self._dist())
+
+            result[defect] = self._reuse_or_train(partition, defect, names, train,
+                                                  f"inpaint: reusing the P{partition} '{defect}' painter",
+                                                  trained_with=wanted)
         return result
 
 
