@@ -140,20 +140,31 @@ class GeneratorCache:
                 + ", ".join(f"{k} {trained_with[k]}" for k in differs) + ". Use another --generators folder")
         return path
 
+    def _once(self, name: str, lookup: Callable[[], Path | None], train: Callable[[], Path]) -> tuple[Path, bool]:
+        """(`lookup()`'s checkpoint, False), else (`train()`'s, True). `train` runs holding the folder's lock for
+        `name` and records its result in the index before the lock goes, so a second process asking for the same
+        generator waits, looks again and reuses it."""
+        cached = lookup()
+        if cached is None:
+            with self._training(name):
+                cached = lookup()
+                if cached is None:
+                    return Path(train()), True
+        return cached, False
+
     def _reuse_or_train(self, partition: int, defect: str, names: list[str], train: Callable[[], Path],
                         reuse_message: str, trained_with: dict | None = None) -> Path:
-        """The cached checkpoint of this partition's `defect`, else `train()`'s, recorded in the index. Training
-        holds the folder's lock for it, so a second process asking for the same generator waits and reuses it."""
-        cached = self._cached(partition, defect, names, trained_with)
-        if cached is None:
-            with self._training(f"p{partition}-{defect}"):
-                cached = self._cached(partition, defect, names, trained_with)
-                if cached is None:
-                    path = Path(train())
-                    self._record(partition, defect, path, names, **(trained_with or {}))
-                    return path
-        self.say(f"{reuse_message} from {cached}")
-        return cached
+        """The cached checkpoint of this partition's `defect`, else `train()`'s, recorded in the index."""
+        def train_and_record() -> Path:
+            path = Path(train())
+            self._record(partition, defect, path, names, **(trained_with or {}))
+            return path
+
+        path, trained = self._once(f"p{partition}-{defect}",
+                                   lambda: self._cached(partition, defect, names, trained_with), train_and_record)
+        if not trained:
+            self.say(f"{reuse_message} from {path}")
+        return path
 
     def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
         entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
@@ -187,27 +198,22 @@ class DFMGANCache(GeneratorCache):
         return None
 
     def backbone(self) -> Path:
-        cached = self._cached_backbone()
-        if cached is not None:
-            return cached
-        with self._training("backbone"):
-            cached = self._cached_backbone()
-            if cached is not None:
-                return cached
-            from generators.dfmgan.api import fit_backbone
-            from generators.dfmgan.train_backbone import BACKBONE_FILE
+        return self._once("backbone", self._cached_backbone, self._train_backbone)[0]
 
-            out = self.folder / "backbone"
-            if (out / BACKBONE_FILE).exists():  # e.g. from `gan fit-backbone --out FOLDER/backbone`, or a killed run
-                self.say(f"DFMGAN stage 1: continuing the backbone checkpoint in {out} to its last step")
-            else:
-                self.say(f"DFMGAN stage 1: training the backbone on {len(self.data.train_good)} train/good images "
-                         f"-> {out}")
-            path = fit_backbone(self.data.train_good.images, self.config, out,
-                                steps=self.backbone_steps, seed=self.seed, device=self.device, resume=True,
-                                progress=self.progress, **self._dist())
-            entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
-            self._save(lambda index: index.__setitem__("backbone", entry))
+    def _train_backbone(self) -> Path:
+        from generators.dfmgan.api import fit_backbone
+        from generators.dfmgan.train_backbone import BACKBONE_FILE
+
+        out = self.folder / "backbone"
+        if (out / BACKBONE_FILE).exists():  # e.g. from `gan fit-backbone --out FOLDER/backbone`, or a killed run
+            self.say(f"DFMGAN stage 1: continuing the backbone checkpoint in {out} to its last step")
+        else:
+            self.say(f"DFMGAN stage 1: training the backbone on {len(self.data.train_good)} train/good images "
+                     f"-> {out}")
+        path = fit_backbone(self.data.train_good.images, self.config, out, steps=self.backbone_steps, seed=self.seed,
+                            device=self.device, resume=True, progress=self.progress, **self._dist())
+        entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "steps": self.backbone_steps}
+        self._save(lambda index: index.__setitem__("backbone", entry))
         return Path(path)
 
     def checkpoints(self, partition: int, base_names: dict[str, list[str]]) -> dict[str, Path]:
