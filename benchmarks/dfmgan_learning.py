@@ -111,10 +111,16 @@ def features(net: RandomFeatures, images01: torch.Tensor, batch: int = 128) -> n
 
 
 @torch.no_grad()
-def backbone_samples(ckpt: Path, n: int, seed: int = 123) -> torch.Tensor:
+def backbone_generator(ckpt: Path) -> Generator:
+    """The stage-1 checkpoint's EMA generator, ready to sample."""
     state = load_checkpoint(ckpt)
     G = Generator(state["config"], state["channels"]).eval()
     G.load_state_dict(state["G_ema"])
+    return G
+
+
+def backbone_samples(ckpt: Path | Generator, n: int, seed: int = 123) -> torch.Tensor:
+    G = ckpt if isinstance(ckpt, Generator) else backbone_generator(ckpt)
     rng = torch.Generator().manual_seed(seed)
     z = torch.randn(n, G.z_dim, generator=rng)
     return ((G.synthesize(G.mapping(z), G.make_noise(n, "cpu", rng)).clamp(-1, 1) + 1) / 2)

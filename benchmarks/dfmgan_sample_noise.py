@@ -19,9 +19,10 @@ import torch
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
 
-from dfmgan_learning import RandomFeatures, backbone_samples, features, frechet, kid  # noqa: E402
+from dfmgan_learning import RandomFeatures, backbone_generator, backbone_samples, features, frechet, kid  # noqa: E402
 
 from inspect_train.data.category import load_category  # noqa: E402
+from inspect_train.errors import InputError  # noqa: E402
 
 
 def main() -> int:
@@ -34,14 +35,22 @@ def main() -> int:
     p.add_argument("--n-eval", type=int, default=256)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.draws < 2 or args.n_eval < 2:
+        p.error("--draws and --n-eval must be at least 2 (a spread needs two draws, a covariance two samples)")
+    missing = [c for c in args.checkpoints if not Path(c).is_file()]
+    if missing:
+        p.error(f"no such checkpoint: {missing[0]}")
     torch.set_num_threads(args.threads)
-    data = load_category(args.data, args.category, size=(args.resolution, args.resolution))
+    try:
+        data = load_category(args.data, args.category, size=(args.resolution, args.resolution))
+    except InputError as err:
+        p.error(str(err))
     net = RandomFeatures(data.channels)
     real = features(net, data.train_good.images[: args.n_eval].float() / 255)  # the benchmark's reference set
     for ckpt in args.checkpoints:
-        fds, kids = [], []
+        G, fds, kids = backbone_generator(Path(ckpt)), [], []
         for draw in range(args.draws):
-            fake = features(net, backbone_samples(Path(ckpt), args.n_eval, seed=1000 + draw))
+            fake = features(net, backbone_samples(G, args.n_eval, seed=1000 + draw))
             fds.append(frechet(fake, real))
             kids.append(kid(fake, real) * 1e3)
         print(f"{ckpt}: FD {np.mean(fds):.2f} ± {np.std(fds):.2f} [{min(fds):.2f}, {max(fds):.2f}], "
