@@ -227,6 +227,15 @@ def resume_from(path: Path, kind: str, parts: dict, ctx, device: torch.device, s
     return restore_parts(load_checkpoint(path, kind=kind), path, parts, ctx, device, seed, trained_with)
 
 
+def check_same_base(state: dict, path: Path, extra: dict | None) -> None:
+    """Refuse to continue a checkpoint trained on another base set or partition than `extra` names: continuing it
+    would mix in images this run's base set does not hold (test images, when the split changed)."""
+    for key in ("base", "base_images", "partition"):
+        if extra and key in extra and key in state and state[key] != extra[key]:
+            raise InputError(f"{path}: was trained on another {key.replace('_', ' ')} "
+                             "(start a new --out or drop --resume)")
+
+
 def restore_parts(state: dict, path: Path, parts: dict, ctx, device: torch.device, seed: int,
                   trained_with: str) -> int:
     """Put a loaded checkpoint's weights, optimiser states and this rank's RNG back; return its step.

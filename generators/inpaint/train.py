@@ -34,7 +34,7 @@ from torchvision.utils import make_grid
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.grids import overlay, to_unit
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
-from generators.dfmgan.training import (StageLog, adam, check_images, device_of, restore_parts,
+from generators.dfmgan.training import (StageLog, adam, check_images, check_same_base, device_of, restore_parts,
                                         run_state, save_on_main, to_float, update_ema)
 from generators.inpaint.checkpoint import KIND, load_painter_checkpoint, painter_file
 from generators.inpaint.config import LOSSES
@@ -282,8 +282,5 @@ def _resume(path: Path, parts: dict, loss: str, extra: dict | None, ctx, dev, se
     if state.get("loss") != loss:
         raise InputError(f"{path}: was trained with --loss {state.get('loss')}, not {loss} "
                          "(start a new --out or drop --resume)")
-    for key in ("base", "base_images", "partition"):
-        if extra and key in extra and key in state and state[key] != extra[key]:
-            raise InputError(f"{path}: was trained on another {key.replace('_', ' ')} "
-                             "(start a new --out or drop --resume)")
+    check_same_base(state, path, extra)
     return restore_parts(state, path, parts, ctx, dev, seed, "another config")

@@ -16,7 +16,8 @@ rank then loads the same checkpoints.
 
 Several commands may share one folder (`--resume` splits a run's partitions over processes): a file lock lets one
 process at a time train a given generator (the others wait, then reuse it), and every index write re-reads the
-file under a lock and adds its entry, so no process drops another's.
+file under a lock and adds its entry, so no process drops another's. A generator whose training was stopped (a
+checkpoint there, not in the index) continues from its last saved step instead of starting over.
 """
 
 from __future__ import annotations
@@ -166,6 +167,15 @@ class GeneratorCache:
             self.say(f"{reuse_message} from {path}")
         return path
 
+    def _stopped_run(self, checkpoint: Path, label: str) -> bool:
+        """Whether an unrecorded checkpoint is there: a run stopped (killed, out of time) before it finished and was
+        recorded. Training continues it from its last saved step, as `--resume` does, rather than starting over;
+        the trainer refuses one made from another base set."""
+        if not checkpoint.exists():
+            return False
+        self.say(f"{label}: continuing the stopped run's checkpoint {checkpoint} from its last saved step")
+        return True
+
     def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
         entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
         self._save(lambda index: index["defects"].setdefault(f"p{partition}", {}).__setitem__(defect, entry))
@@ -223,13 +233,16 @@ class DFMGANCache(GeneratorCache):
             def train(defect=defect, names=names) -> Path:
                 backbone = self.backbone()
                 from generators.dfmgan.api import fit_defect
+                from generators.dfmgan.train_defect import defect_file
 
                 subset = self.data.defects[defect].select(names)
                 out = self.folder / f"p{partition}" / defect
-                self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) "
-                         f"-> {out}")
+                stopped = self._stopped_run(out / defect_file(defect), f"DFMGAN stage 2: P{partition} '{defect}'")
+                if not stopped:
+                    self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) "
+                             f"-> {out}")
                 return fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
-                                  steps=self.defect_steps, seed=self.seed, device=self.device, resume=False,
+                                  steps=self.defect_steps, seed=self.seed, device=self.device, resume=stopped,
                                   progress=self.progress,
                                   extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
                                          "category": self.data.index.category}, **self._dist())
@@ -264,14 +277,18 @@ class InpaintCache(GeneratorCache):
         result = {}
         for defect, names in sorted(base_names.items()):
             def train(defect=defect, names=names) -> Path:
+                from generators.inpaint.checkpoint import painter_file
+
                 subset = self.data.defects[defect].select(names)
                 out = self.folder / f"p{partition}" / defect
-                self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base image(s) "
-                         f"and {len(self.data.train_good)} train/good -> {out}")
+                stopped = self._stopped_run(out / painter_file(defect), f"inpaint: the P{partition} '{defect}' painter")
+                if not stopped:
+                    self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base "
+                             f"image(s) and {len(self.data.train_good)} train/good -> {out}")
                 self.trained_on[(partition, defect)] = list(subset.names)
                 return fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
-                                   config=self.config, steps=self.steps, loss=self.loss, seed=self.seed,
-                                   device=self.device, progress=self.progress,
+                                   config=self.config, steps=self.steps, loss=wanted["loss"], seed=self.seed,
+                                   device=self.device, resume=stopped, progress=self.progress,
                                    extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
                                           "category": self.data.index.category}, **self._dist())
 

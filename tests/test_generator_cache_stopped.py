@@ -1,0 +1,105 @@
+"""A generator whose training was stopped (killed, out of time) before the cache recorded it continues from its
+last saved step on the next run, ending where an uninterrupted run ends; a stopped run from another base set is
+refused, not continued."""
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from inspect_train.data.category import load_category
+from inspect_train.errors import InputError
+from inspect_train.tasks.generators import open_dfmgan_cache, open_inpaint_cache
+
+
+@pytest.fixture(scope="module")
+def toy(toy_root):
+    return load_category(toy_root, "toy", size=(32, 32))
+
+
+def _dfmgan(toy, folder, defect_steps, said):
+    preset = {"gan_config": "dfmgan-tiny", "gan_backbone_steps": 1, "gan_defect_steps": defect_steps}
+    return open_dfmgan_cache(toy, preset, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
+                             say=said.append)
+
+
+def _painters(toy, folder, steps, said):
+    return open_inpaint_cache(toy, folder, seed=0, device="cpu", manifest_path="m.json", steps=steps,
+                              progress=False, say=said.append)
+
+
+def _forget_trained_generators(folder):
+    """The index as a run killed during training leaves it: the generator's checkpoint is there, unrecorded."""
+    index_path = folder / "index.json"
+    index = json.loads(index_path.read_text())
+    index["defects"] = {}
+    index_path.write_text(json.dumps(index))
+
+
+def _count_steps(monkeypatch, trainer_module) -> list:
+    """One entry per optimisation step the trainer in `trainer_module` takes (it updates its EMA once a step)."""
+    steps, real_update = [], trainer_module.update_ema
+
+    def counted(*args, **kwargs):
+        steps.append(1)
+        return real_update(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_module, "update_ema", counted)
+    return steps
+
+
+def _same_weights(a: dict, b: dict, keys) -> None:
+    for key in keys:
+        assert a[key].keys() == b[key].keys() and all(torch.equal(a[key][k], b[key][k]) for k in a[key]), key
+
+
+def test_a_stopped_stage2_run_continues_to_the_uninterrupted_result(toy, tmp_path, monkeypatch):
+    import generators.dfmgan.train_defect as trainer
+    from generators.dfmgan.checkpoint import load_checkpoint
+
+    names = toy.defects["hole"].names[:3]
+    stopped, straight, said = tmp_path / "stopped", tmp_path / "straight", []
+    _dfmgan(toy, stopped, 1, said).backbone()
+    shutil.copytree(stopped, straight)  # the same backbone under both folders
+    _dfmgan(toy, stopped, 1, said).checkpoints(1, {"hole": names})
+    _forget_trained_generators(stopped)
+
+    said.clear()
+    steps = _count_steps(monkeypatch, trainer)
+    continued = load_checkpoint(_dfmgan(toy, stopped, 3, said).checkpoints(1, {"hole": names})["hole"])
+    assert any("continuing the stopped run's checkpoint" in line for line in said), said
+    assert not any("training P1 'hole'" in line for line in said), said
+    assert len(steps) == 2, "steps 2 and 3 only: step 1 is not trained again"
+    uninterrupted = load_checkpoint(_dfmgan(toy, straight, 3, []).checkpoints(1, {"hole": names})["hole"])
+    assert continued["step"] == uninterrupted["step"] == 3
+    _same_weights(continued, uninterrupted, ("G", "G_ema", "D", "D_match"))
+    assert json.loads((stopped / "index.json").read_text())["defects"]["p1"]["hole"]["base"] == sorted(names)
+
+
+def test_a_stopped_stage2_run_of_another_base_set_is_refused(toy, tmp_path):
+    names = toy.defects["hole"].names
+    _dfmgan(toy, tmp_path, 1, []).checkpoints(1, {"hole": names[:3]})
+    _forget_trained_generators(tmp_path)
+    with pytest.raises(InputError, match="trained on another base"):
+        _dfmgan(toy, tmp_path, 2, []).checkpoints(1, {"hole": names[1:4]})
+
+
+def test_a_stopped_painter_continues_to_the_uninterrupted_result(toy, tmp_path, monkeypatch):
+    import generators.inpaint.train as trainer
+    from generators.inpaint.checkpoint import load_painter_checkpoint
+
+    names = toy.defects["hole"].names[:3]
+    said = []
+    _painters(toy, tmp_path / "stopped", 1, said).checkpoints(1, {"hole": names})
+    _forget_trained_generators(tmp_path / "stopped")
+    said.clear()
+    steps = _count_steps(monkeypatch, trainer)
+    continued = load_painter_checkpoint(
+        _painters(toy, tmp_path / "stopped", 2, said).checkpoints(1, {"hole": names})["hole"])
+    assert any("continuing the stopped run's checkpoint" in line for line in said), said
+    assert len(steps) == 1, "step 2 only"
+    uninterrupted = load_painter_checkpoint(
+        _painters(toy, tmp_path / "straight", 2, []).checkpoints(1, {"hole": names})["hole"])
+    assert continued["step"] == uninterrupted["step"] == 2
+    _same_weights(continued, uninterrupted, ("painter", "painter_ema", "D_local", "D_match"))
