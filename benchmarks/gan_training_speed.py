@@ -9,6 +9,10 @@ step, so the timed steps are plain ones unless --r1 is given (then every timed s
 
     python3 benchmarks/gan_training_speed.py                     # CPU: 128 and 256, batch 4, 2 timed steps
     python3 benchmarks/gan_training_speed.py --device cuda --batch 0 --steps 20   # GPU: the configs' batch
+    python3 benchmarks/gan_training_speed.py --device cuda --batch 0 --steps 20 --precisions fp32,bf16
+
+--precisions runs every case once per stage precision (the stage config's `precision`: auto, fp32, bf16) and adds
+each one's speed as a ratio to the first precision's on the same case, in the same command.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks.common import (finish, machine_line, peak_memory_mb, reset_peak_memory, resolve_device,  # noqa: E402
                                run_isolated, synchronize)
 from generators.dfmgan.config import load_config  # noqa: E402
+from generators.dfmgan.training import PRECISIONS  # noqa: E402
 from generators.dfmgan.train_backbone import train_backbone  # noqa: E402
 from generators.dfmgan.train_defect import train_defect  # noqa: E402
 
@@ -44,6 +49,7 @@ def run_case(args) -> dict:
             config[key]["batch"] = args.batch
         if args.r1:
             config[key]["r1_interval"] = 1
+        config[key]["precision"] = args.case_precision
     batch = int(config[stage_key]["batch"])
     res, ch = int(config["resolution"]), args.channels
     gen = torch.Generator().manual_seed(0)
@@ -66,7 +72,8 @@ def run_case(args) -> dict:
             train_defect(backbone, images, masks, "defect", Path(tmp), config=config, steps=steps,
                          device=str(device), progress=False, on_step=on_step)
     seconds = (stamps[-1] - stamps[0]) / (len(stamps) - 1)
-    out = {"config": config["name"], "stage": args.case_stage, "batch": batch, "resolution": res,
+    out = {"config": config["name"], "stage": args.case_stage, "precision": args.case_precision, "batch": batch,
+           "resolution": res,
            "s_per_step": seconds, "images_per_s": batch / seconds,
            "peak_mb": peak_memory_mb(device), "r1_every_step": bool(args.r1), "threads": torch.get_num_threads()}
     print(json.dumps(out))
@@ -84,12 +91,20 @@ def main(argv=None) -> int:
     ap.add_argument("--r1", action="store_true", help="R1 on every step (the worst case)")
     ap.add_argument("--channels", type=int, default=3)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--precisions", default="auto",
+                    help="comma list of stage precisions to time, each case once per precision: auto (bf16 "
+                         "autocast on CUDA, fp32 on CPU), fp32, bf16; speeds are shown as a ratio to the first")
     ap.add_argument("--json", default=None)
     ap.add_argument("--case-config", help=argparse.SUPPRESS)
+    ap.add_argument("--case-precision", default="auto", help=argparse.SUPPRESS)
     ap.add_argument("--case-stage", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.steps < 1:
         raise SystemExit("--steps must be at least 1")
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    unknown = sorted(set(precisions) - set(PRECISIONS))
+    if unknown or not precisions:
+        raise SystemExit(f"--precisions {args.precisions}: choose from {', '.join(PRECISIONS)}")
     if args.case_config:
         run_case(args)
         return 0
@@ -103,13 +118,19 @@ def main(argv=None) -> int:
     rows, results = [], []
     for name in args.configs.split(","):
         for stage in (int(s) for s in args.stages.split(",")):
-            r = run_isolated(__file__, common + ["--case-config", name, "--case-stage", str(stage)])
-            results.append(r)
-            rows.append([r["config"], r["stage"], r["batch"], f"{r['s_per_step']:.2f}", f"{r['images_per_s']:.3g}",
-                         f"{r['peak_mb']:.0f}"])
-            print(f"  done {name} stage {stage}: {r['images_per_s']:.3g} images/s", flush=True)
-    return finish(device, ["config", "stage", "batch", "s/step", "real images/s seen by D",
-                           "peak MB (GPU allocated / CPU RSS)"], rows, results, args.json)
+            first = None
+            for precision in precisions:
+                r = run_isolated(__file__, common + ["--case-config", name, "--case-stage", str(stage),
+                                                     "--case-precision", precision])
+                first = first or r
+                results.append(r)
+                rows.append([r["config"], r["stage"], precision, r["batch"], f"{r['s_per_step']:.2f}",
+                             f"{r['images_per_s']:.3g}", f"{r['images_per_s'] / first['images_per_s']:.2f}",
+                             f"{r['peak_mb']:.0f}"])
+                print(f"  done {name} stage {stage} {precision}: {r['images_per_s']:.3g} images/s", flush=True)
+    return finish(device, ["config", "stage", "precision", "batch", "s/step", "real images/s seen by D",
+                           f"speed / {precisions[0]}", "peak MB (GPU allocated / CPU RSS)"], rows, results,
+                  args.json)
 
 
 if __name__ == "__main__":

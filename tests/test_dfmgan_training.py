@@ -150,6 +150,34 @@ def test_bf16_autocast_trains_both_stages_with_fp32_weights(toy, tiny, tmp_path)
         Runtime({"precision": "fp8"}, torch.device("cpu"))
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_both_stages_train_on_cuda_in_auto_precision(toy, tiny, tmp_path):
+    """On CUDA `auto` is bf16 autocast with channels_last: both stages train with finite fp32 weights, the
+    process's cudnn settings come back after each stage (the downstream tasks keep benchmark off), and the
+    trained generator samples on the GPU."""
+    from generators.dfmgan.sampler import DFMGANGenerator
+    from generators.dfmgan.training import Runtime
+
+    runtime = Runtime({}, torch.device("cuda"))
+    assert runtime.precision == "bf16" and runtime.channels_last
+    before = torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic
+    torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = False, True
+    try:
+        bb = fit_backbone(toy.train_good.images[:8], tiny, tmp_path / "bb", steps=3, device="cuda", progress=False)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, True)
+        images, masks = _hole(toy)
+        path = fit_defect(bb, images, masks, "hole", tmp_path / "s2", config=tiny, steps=3, device="cuda",
+                          progress=False)
+        assert (torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic) == (False, True)
+    finally:
+        torch.backends.cudnn.benchmark, torch.backends.cudnn.deterministic = before
+    for state in (load_checkpoint(bb), load_checkpoint(path)):
+        assert all(v.dtype == torch.float32 and torch.isfinite(v).all()
+                   for v in state["G"].values() if v.is_floating_point())
+    sample = DFMGANGenerator({"hole": path}, device="cuda").sample(4, "hole", torch.Generator().manual_seed(0))
+    assert sample.images.is_cuda and sample.images.shape[0] == 4 and torch.isfinite(sample.images).all()
+
+
 def test_stage2_wiring_comes_from_the_stage2_config(backbone, toy, tiny, tmp_path):
     """A backbone trained before the wiring option (no key in its config) still gets the stage-2 config's wiring."""
     images, masks = _hole(toy)
