@@ -81,8 +81,10 @@ def test_a_stopped_stage2_run_of_another_base_set_is_refused(toy, tmp_path):
     names = toy.defects["hole"].names
     _dfmgan(toy, tmp_path, 1, []).checkpoints(1, {"hole": names[:3]})
     _forget_trained_generators(tmp_path)
-    with pytest.raises(InputError, match="trained on another base"):
+    with pytest.raises(InputError, match="trained on another base") as refused:
         _dfmgan(toy, tmp_path, 2, []).checkpoints(1, {"hole": names[1:4]})
+    assert "another --generators folder" in str(refused.value), "the cache's remedy, not the gan commands'"
+    assert "--resume" not in str(refused.value)
 
 
 def test_a_stopped_painter_continues_to_the_uninterrupted_result(toy, tmp_path, monkeypatch):

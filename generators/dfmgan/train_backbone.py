@@ -21,6 +21,7 @@ import torch
 
 from generators.dfmgan.augment import discriminator_augment, parse_policy
 from generators.dfmgan.config import check_config, resolution_hw, resolution_value
+from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
@@ -67,7 +68,8 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     aug_D, ada = discriminator_augment(stage, channels, batch, ctx)
     parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D, **({"ada": ada} if ada else {})}
     resumed = resume and ckpt_path.exists()
-    step = resume_from(ckpt_path, "backbone", parts, ctx, dev, seed, "another config or channel count") if resumed else 0
+    step = resume_from(load_checkpoint(ckpt_path, kind="backbone"), ckpt_path, parts, ctx, dev, seed,
+                       "another config or channel count") if resumed else 0
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
         return {"kind": "dfmgan-backbone", "config": config, "channels": channels, "resolution": resolution_value(size),

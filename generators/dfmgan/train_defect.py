@@ -25,8 +25,8 @@ from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.mask_guard import EmptyMaskGuard
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
-from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, check_same_base, cudnn_autotune,
-                                        device_of, fixed_latents, r1_weight, restore_parts, run_state, save_on_main,
+from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
+                                        fixed_latents, r1_weight, resume_from, run_state, save_on_main,
                                         sync_buffers, to_float, update_ema)
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError
@@ -112,9 +112,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     resumed = resume and ckpt_path.exists()
     step = 0
     if resumed:  # a stopped run of this base set only (its `extra` names the base images when a cache trains it)
-        state = load_checkpoint(ckpt_path, kind="defect")
-        check_same_base(state, ckpt_path, extra)
-        step = restore_parts(state, ckpt_path, parts, ctx, dev, seed, "another backbone or config")
+        step = resume_from(load_checkpoint(ckpt_path, kind="defect"), ckpt_path, parts, ctx, dev, seed,
+                           "another backbone or config", extra)
     guard = EmptyMaskGuard(G_ema, stage, dev, defect_type, say=print if ctx.is_main else (lambda *a, **k: None))
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps

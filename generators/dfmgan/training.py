@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from generators.dfmgan.checkpoint import TrainingDiverged
-from inspect_train.errors import InputError
+from inspect_train.errors import InputError, ResumeRefused
 
 
 def check_images(images: torch.Tensor, size: int | tuple[int, int], what: str,
@@ -219,36 +219,29 @@ def restore_rng(state: dict, ctx, device: torch.device, seed: int, step: int) ->
         torch.manual_seed(seed + (ctx.seed_offset() if ctx is not None else 0) + 7919 * step)
 
 
-def resume_from(path: Path, kind: str, parts: dict, ctx, device: torch.device, seed: int, trained_with: str) -> int:
-    """Load a stopped run's weights, optimiser states (`parts`: name -> module or optimiser, the
-    checkpoint's keys) and this rank's RNG state; return the step to continue from."""
-    from generators.dfmgan.checkpoint import load_checkpoint
-
-    return restore_parts(load_checkpoint(path, kind=kind), path, parts, ctx, device, seed, trained_with)
-
-
-def check_same_base(state: dict, path: Path, extra: dict | None) -> None:
-    """Refuse to continue a checkpoint trained on another base set or partition than `extra` names: continuing it
-    would mix in images this run's base set does not hold (test images, when the split changed)."""
-    for key in ("base", "base_images", "partition"):
-        if extra and key in extra and key in state and state[key] != extra[key]:
-            raise InputError(f"{path}: was trained on another {key.replace('_', ' ')} "
-                             "(start a new --out or drop --resume)")
-
-
-def restore_parts(state: dict, path: Path, parts: dict, ctx, device: torch.device, seed: int,
-                  trained_with: str) -> int:
-    """Put a loaded checkpoint's weights, optimiser states and this rank's RNG back; return its step.
-    Shared by every trainer that resumes (DFMGAN stages, the inpaint painter)."""
+def resume_from(state: dict, path: Path, parts: dict, ctx, device: torch.device, seed: int, trained_with: str,
+                extra: dict | None = None) -> int:
+    """Continue a stopped run from its loaded checkpoint `state`: refuse one trained on another base set than
+    `extra` names, put back the weights and optimiser states (`parts`: name -> module or optimiser, the
+    checkpoint's keys) and this rank's RNG; return the step to continue from. Shared by every trainer that
+    resumes (DFMGAN stages, the inpaint painter)."""
+    _check_same_base(state, path, extra)
     try:
         for name, part in parts.items():
             part.load_state_dict(state[name])
     except (RuntimeError, ValueError, KeyError):
-        raise InputError(f"{path}: cannot resume, it was trained with {trained_with} "
-                         "(start a new --out or drop --resume)") from None
+        raise ResumeRefused(f"{path}: cannot resume, it was trained with {trained_with}") from None
     step = int(state["step"])
     restore_rng(state, ctx, device, seed, step)
     return step
+
+
+def _check_same_base(state: dict, path: Path, extra: dict | None) -> None:
+    """Continuing a checkpoint trained on another base set or partition would mix in images this run's base set
+    does not hold (test images, when the split changed)."""
+    for key in ("base", "base_images", "partition"):
+        if extra and key in extra and key in state and state[key] != extra[key]:
+            raise ResumeRefused(f"{path}: was trained on another {key.replace('_', ' ')}")
 
 
 def run_state(parts: dict, ctx, device: torch.device, step: int, seed: int) -> dict:

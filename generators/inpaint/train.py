@@ -34,14 +34,14 @@ from torchvision.utils import make_grid
 from generators.dfmgan.augment import augment, parse_policy
 from generators.dfmgan.grids import overlay, to_unit
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
-from generators.dfmgan.training import (StageLog, adam, check_images, check_same_base, device_of, restore_parts,
-                                        run_state, save_on_main, to_float, update_ema)
+from generators.dfmgan.training import (StageLog, adam, check_images, device_of, resume_from, run_state,
+                                        save_on_main, to_float, update_ema)
 from generators.inpaint.checkpoint import KIND, load_painter_checkpoint, painter_file
 from generators.inpaint.config import LOSSES
 from generators.inpaint.masks import BaseMasks, DeformOptions, flip_turn
 from generators.inpaint.networks import build_networks
 from inspect_train.distributed import DistContext
-from inspect_train.errors import InputError
+from inspect_train.errors import InputError, ResumeRefused
 
 
 # ----------------------------------------------------------------------------- losses
@@ -280,7 +280,5 @@ def _resume(path: Path, parts: dict, loss: str, extra: dict | None, ctx, dev, se
     """Weights, optimiser states and RNG of a stopped run; refuses another loss or another base set."""
     state = load_painter_checkpoint(path)
     if state.get("loss") != loss:
-        raise InputError(f"{path}: was trained with --loss {state.get('loss')}, not {loss} "
-                         "(start a new --out or drop --resume)")
-    check_same_base(state, path, extra)
-    return restore_parts(state, path, parts, ctx, dev, seed, "another config")
+        raise ResumeRefused(f"{path}: was trained with --loss {state.get('loss')}, not {loss}")
+    return resume_from(state, path, parts, ctx, dev, seed, "another config", extra)

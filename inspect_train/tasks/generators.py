@@ -31,7 +31,7 @@ from filelock import FileLock, Timeout
 
 from generators.registry import create_generator
 from inspect_train.data.category import CategoryData
-from inspect_train.errors import InputError
+from inspect_train.errors import InputError, ResumeRefused
 from inspect_train.protocol import read_json, write_json_atomic
 
 INDEX = "index.json"
@@ -176,6 +176,16 @@ class GeneratorCache:
         self.say(f"{label}: continuing the stopped run's checkpoint {checkpoint} from its last saved step")
         return True
 
+    @contextlib.contextmanager
+    def _stopped_run_refusals(self, checkpoint: Path):
+        """A stopped run the trainer refuses to continue is a file left in this folder, not a --resume the user
+        asked for: say what to do here instead of the gan commands' remedy."""
+        try:
+            yield
+        except ResumeRefused as refused:
+            raise InputError(f"{refused.reason} (a stopped run left in {self.folder}: use another --generators "
+                             f"folder, or delete {checkpoint} to train it afresh)") from None
+
     def _record(self, partition: int, defect: str, path: Path, names: list[str], **more) -> None:
         entry = {"checkpoint": str(Path(path).relative_to(self.folder)), "base": sorted(names), **more}
         self._save(lambda index: index["defects"].setdefault(f"p{partition}", {}).__setitem__(defect, entry))
@@ -237,15 +247,18 @@ class DFMGANCache(GeneratorCache):
 
                 subset = self.data.defects[defect].select(names)
                 out = self.folder / f"p{partition}" / defect
-                stopped = self._stopped_run(out / defect_file(defect), f"DFMGAN stage 2: P{partition} '{defect}'")
+                checkpoint = out / defect_file(defect)
+                stopped = self._stopped_run(checkpoint, f"DFMGAN stage 2: P{partition} '{defect}'")
                 if not stopped:
                     self.say(f"DFMGAN stage 2: training P{partition} '{defect}' on its {len(names)} base image(s) "
                              f"-> {out}")
-                return fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
-                                  steps=self.defect_steps, seed=self.seed, device=self.device, resume=stopped,
-                                  progress=self.progress,
-                                  extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
-                                         "category": self.data.index.category}, **self._dist())
+                with self._stopped_run_refusals(checkpoint):
+                    return fit_defect(backbone, subset.images, subset.masks, defect, out, config=self.config,
+                                      steps=self.defect_steps, seed=self.seed, device=self.device, resume=stopped,
+                                      progress=self.progress,
+                                      extra={"partition": partition, "base": list(names),
+                                             "manifest": self.manifest_path, "category": self.data.index.category},
+                                      **self._dist())
 
             result[defect] = self._reuse_or_train(partition, defect, names, train, f"DFMGAN stage 2: reusing "
                                                   f"P{partition} '{defect}'")
@@ -281,16 +294,19 @@ class InpaintCache(GeneratorCache):
 
                 subset = self.data.defects[defect].select(names)
                 out = self.folder / f"p{partition}" / defect
-                stopped = self._stopped_run(out / painter_file(defect), f"inpaint: the P{partition} '{defect}' painter")
+                checkpoint = out / painter_file(defect)
+                stopped = self._stopped_run(checkpoint, f"inpaint: the P{partition} '{defect}' painter")
                 if not stopped:
                     self.say(f"inpaint: training the P{partition} '{defect}' painter on its {len(names)} base "
                              f"image(s) and {len(self.data.train_good)} train/good -> {out}")
                 self.trained_on[(partition, defect)] = list(subset.names)
-                return fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
-                                   config=self.config, steps=self.steps, loss=wanted["loss"], seed=self.seed,
-                                   device=self.device, resume=stopped, progress=self.progress,
-                                   extra={"partition": partition, "base": list(names), "manifest": self.manifest_path,
-                                          "category": self.data.index.category}, **self._dist())
+                with self._stopped_run_refusals(checkpoint):
+                    return fit_inpaint(subset.images, subset.masks, self.data.train_good.images, defect, out,
+                                       config=self.config, steps=self.steps, loss=wanted["loss"], seed=self.seed,
+                                       device=self.device, resume=stopped, progress=self.progress,
+                                       extra={"partition": partition, "base": list(names),
+                                              "manifest": self.manifest_path, "category": self.data.index.category},
+                                       **self._dist())
 
             result[defect] = self._reuse_or_train(partition, defect, names, train,
                                                   f"inpaint: reusing the P{partition} '{defect}' painter",
