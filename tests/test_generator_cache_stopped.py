@@ -7,6 +7,7 @@ import shutil
 
 import pytest
 import torch
+import yaml
 
 from inspect_train.data.category import load_category
 from inspect_train.errors import InputError
@@ -18,8 +19,8 @@ def toy(toy_root):
     return load_category(toy_root, "toy", size=(32, 32))
 
 
-def _dfmgan(toy, folder, defect_steps, said):
-    preset = {"gan_config": "dfmgan-tiny", "gan_backbone_steps": 1, "gan_defect_steps": defect_steps}
+def _dfmgan(toy, folder, defect_steps, said, gan_config="dfmgan-tiny"):
+    preset = {"gan_config": gan_config, "gan_backbone_steps": 1, "gan_defect_steps": defect_steps}
     return open_dfmgan_cache(toy, preset, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
                              say=said.append)
 
@@ -57,23 +58,32 @@ def _same_weights(a: dict, b: dict, keys) -> None:
 def test_a_stopped_stage2_run_continues_to_the_uninterrupted_result(toy, tmp_path, monkeypatch):
     import generators.dfmgan.train_defect as trainer
     from generators.dfmgan.checkpoint import load_checkpoint
+    from generators.dfmgan.config import load_config
 
+    config = load_config("dfmgan-tiny")
+    config["stage2"]["mask_guard_every"] = 1  # the guard's record then has a check at every step of both calls
+    gan_config = tmp_path / "dfmgan-guard-every-step.yaml"
+    gan_config.write_text(yaml.safe_dump(config))
     names = toy.defects["hole"].names[:3]
     stopped, straight, said = tmp_path / "stopped", tmp_path / "straight", []
-    _dfmgan(toy, stopped, 1, said).backbone()
+    _dfmgan(toy, stopped, 2, said, str(gan_config)).backbone()
     shutil.copytree(stopped, straight)  # the same backbone under both folders
-    _dfmgan(toy, stopped, 1, said).checkpoints(1, {"hole": names})
+    _dfmgan(toy, stopped, 2, said, str(gan_config)).checkpoints(1, {"hole": names})
     _forget_trained_generators(stopped)
 
     said.clear()
     steps = _count_steps(monkeypatch, trainer)
-    continued = load_checkpoint(_dfmgan(toy, stopped, 3, said).checkpoints(1, {"hole": names})["hole"])
+    continued = load_checkpoint(_dfmgan(toy, stopped, 4, said, str(gan_config)).checkpoints(1, {"hole": names})["hole"])
     assert any("continuing the stopped run's checkpoint" in line for line in said), said
     assert not any("training P1 'hole'" in line for line in said), said
-    assert len(steps) == 2, "steps 2 and 3 only: step 1 is not trained again"
-    uninterrupted = load_checkpoint(_dfmgan(toy, straight, 3, []).checkpoints(1, {"hole": names})["hole"])
-    assert continued["step"] == uninterrupted["step"] == 3
+    assert len(steps) == 2, "steps 3 and 4 only: steps 1 and 2 are not trained again"
+    uninterrupted = load_checkpoint(
+        _dfmgan(toy, straight, 4, [], str(gan_config)).checkpoints(1, {"hole": names})["hole"])
+    assert continued["step"] == uninterrupted["step"] == 4
     _same_weights(continued, uninterrupted, ("G", "G_ema", "D", "D_match"))
+    # the empty-mask guard's record keeps the stopped call's checks: the same record as the uninterrupted run's
+    assert [step for step, _ in continued["mask_guard"]["checks"]] == [1, 2, 3, 4]
+    assert continued["mask_guard"] == uninterrupted["mask_guard"]
     assert json.loads((stopped / "index.json").read_text())["defects"]["p1"]["hole"]["base"] == sorted(names)
 
 

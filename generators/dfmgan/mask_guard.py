@@ -8,8 +8,8 @@ Every `mask_guard_every` steps (stage-2 config; 0 = off) the guard draws a fixed
 of empty masks and, while it is at most `empty_mask_limit`, keeps a copy of G_ema (a resumed call first checks the
 G_ema it starts from). At the last step of a training call, if the share is above the limit, G_ema is put back to
 the latest copy that was not, so that copy is what the checkpoint saves and what the sampler draws; it says so on
-the console and records every check in the checkpoint (`mask_guard`). Nothing here looks at test data: the guard
-reads only the generator's own samples.
+the console and records every check in the checkpoint (`mask_guard`), a resumed call's after its earlier calls'.
+Nothing here looks at test data: the guard reads only the generator's own samples.
 """
 
 from __future__ import annotations
@@ -45,6 +45,11 @@ class EmptyMaskGuard:
                                            with_good=False)
         return float((logits >= 0).flatten(1).any(1).logical_not().float().mean())
 
+    def carry(self, saved: dict | None) -> None:
+        """A resumed call keeps the checks of the calls before it, so the checkpoint records the whole run."""
+        if self.enabled and saved:
+            self.history = [list(check) for check in saved.get("checks", [])]
+
     def start(self, step: int, writer=None) -> None:
         """A resumed call checks the G_ema it starts from, so a collapse in this call can go back to it."""
         if self.enabled and step > 0:
@@ -52,7 +57,8 @@ class EmptyMaskGuard:
 
     def _check(self, step: int, writer) -> float:
         share = self.empty_share()
-        self.history.append([step, round(share, 4)])
+        if self.history[-1:] != [[step, round(share, 4)]]:  # a resumed call's first check repeats the saved last one
+            self.history.append([step, round(share, 4)])
         if writer is not None:
             writer.add_scalar("stage2/empty_masks", share, step)
         if share <= self.limit:

@@ -110,11 +110,12 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     parts = {"G": G, "G_ema": G_ema, "D": D, "D_match": Dm, "opt_G": opt_G, "opt_D": opt_D,
              **({"ada": ada} if ada else {})}
     resumed = resume and ckpt_path.exists()
-    step = 0
+    step, saved = 0, {}
     if resumed:  # a stopped run of this base set only (its `extra` names the base images when a cache trains it)
-        step = resume_from(load_checkpoint(ckpt_path, kind="defect"), ckpt_path, parts, ctx, dev, seed,
-                           "another backbone or config", extra)
+        saved = load_checkpoint(ckpt_path, kind="defect")
+        step = resume_from(saved, ckpt_path, parts, ctx, dev, seed, "another backbone or config", extra)
     guard = EmptyMaskGuard(G_ema, stage, dev, defect_type, say=print if ctx.is_main else (lambda *a, **k: None))
+    guard.carry(saved.get("mask_guard"))
 
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
         return {"kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
