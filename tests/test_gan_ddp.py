@@ -43,6 +43,8 @@ def _worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
     ctx = init_distributed("cpu")
     toy = load_category(data_root, "toy", size=(32, 32))
     config = load_config("dfmgan-tiny")  # global batch 8 -> 4 per rank
+    for stage in ("stage1", "stage2"):  # path-length term on too: its running mean is averaged over the ranks
+        config[stage].update(pl_weight=2, pl_interval=2)
     out = Path(out)
     bb = fit_backbone(toy.train_good.images[:40], config, out / "a", steps=4, progress=False, dist_ctx=ctx)
     fit_backbone(toy.train_good.images[:40], config, out / "b", steps=2, progress=False, dist_ctx=ctx)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from inspect_train.config_files import read_required_preset
+from generators.dfmgan.path_length import pl_settings
 from inspect_train.errors import InputError
 
 # What feeds the residual blocks above the first: "injected", the paper's wiring (the defect-injected feature map of
@@ -84,6 +85,7 @@ def check_config(config: dict, where: str = "config") -> None:
         mixing = float((config.get(stage) or {}).get("style_mixing", 0.0))
         if not 0.0 <= mixing <= 1.0:
             raise InputError(f"{where}: {stage}.style_mixing {mixing} must be a probability between 0 and 1")
+        pl_settings(config.get(stage) or {}, f"{where}: {stage}")
     if not isinstance(config.get("mask_refine", False), bool):
         raise InputError(f"{where}: mask_refine must be true or false (got {config['mask_refine']!r})")
     wiring = config.get("residual_input", LEGACY_RESIDUAL_INPUT)

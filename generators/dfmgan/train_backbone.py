@@ -1,6 +1,7 @@
 """Stage 1: a data-efficient StyleGAN2 on defect-free images.
 
-Non-saturating logistic loss, lazy R1 on reals, EMA of G, differentiable
+Non-saturating logistic loss, lazy R1 on reals, lazy path-length regularisation of
+G when the stage config sets `pl_weight`, EMA of G, differentiable
 augmentation on everything D sees (fixed DiffAugment, or adaptive when the stage
 config sets `ada_target`). All randomness comes from the global torch
 RNG (seeded once, saved in every checkpoint), so a resumed run continues with
@@ -25,6 +26,7 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.grids import image_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, r1_penalty
 from generators.dfmgan.networks import Generator, build_discriminator, mix_styles
+from generators.dfmgan.path_length import PathLength
 from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of, fixed_latents,
                                         r1_weight, resume_from, run_state, save_on_main, sync_buffers, to_float,
                                         update_ema)
@@ -53,6 +55,7 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     batch, r1_every = ctx.local_batch(int(stage["batch"])), int(stage["r1_interval"])
     r1_gamma = r1_weight(stage, train_good.shape[-2] * train_good.shape[-1])
     mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
+    pl = PathLength(stage, dev, ctx, "stage1")
 
     torch.manual_seed(seed)
     G = Generator(config, channels).to(dev)
@@ -61,12 +64,13 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
     runtime.prepare(G, D)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     train_good = train_good.to(dev)  # resident on the device: no host gather or copy per step
-    opt_G = adam(G.parameters(), stage)
+    opt_G = adam(G.parameters(), stage, lazy_interval=pl.lazy_interval)
     opt_D = adam(D.parameters(), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
     aug_D, ada = discriminator_augment(stage, channels, batch, ctx)
-    parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D, **({"ada": ada} if ada else {})}
+    parts = {"G": G, "G_ema": G_ema, "D": D, "opt_G": opt_G, "opt_D": opt_D, **({"ada": ada} if ada else {}),
+             **({"pl": pl} if pl.enabled else {})}
     resumed = resume and ckpt_path.exists()
     step = resume_from(load_checkpoint(ckpt_path, kind="backbone"), ckpt_path, parts, ctx, dev, seed,
                        "another config or channel count") if resumed else 0
@@ -95,8 +99,20 @@ def train_backbone(train_good: torch.Tensor, config: dict, out_dir: Path, *, ste
                     fake = G.synthesize(w, G.make_noise(batch, dev))
                     loss_G = g_nonsaturating(D(aug_D(fake)))
                 log.watch({"G": loss_G}, step)
+                total_G = loss_G
+                if pl.due(step):  # on half a batch of its own (the reference's); joins G's loss as R1 joins D's
+                    n = max(1, batch // 2)
+                    z_pl = torch.randn(n, G.z_dim, device=dev)
+                    with runtime.autocast():
+                        w_pl = G.mapping(z_pl)
+                        w_pl = mix_styles(w_pl, G.mapping(torch.randn_like(z_pl)) if mixing > 0 else w_pl,
+                                          len(G.resolutions), mixing)
+                        pl_loss = pl.penalty(G.synthesize(w_pl, G.make_noise(n, dev)), w_pl)
+                    log.keep({"PL": pl_loss})
+                    log.watch({"PL": pl_loss}, step)
+                    total_G = loss_G + pl_loss * pl.scale
                 opt_G.zero_grad(set_to_none=True)
-                loss_G.backward()
+                total_G.backward()
                 ctx.average_gradients(G.parameters())
                 opt_G.step()
                 sync_buffers(ctx, G.mapping)

@@ -3,7 +3,8 @@
 Trainable: defect mapping, residual blocks, ToMask (G side); D (initialised from
 stage 1) and D_match (from scratch) on the D side. G's loss: adversarial on D
 (image) and D_match (image + tanh(10 M)) plus the mode-seeking term on pairs that
-share z_object (and noise) and differ in z_defect. The pair partners are rendered as
+share z_object (and noise) and differ in z_defect, and the path-length term when the
+stage config sets `pl_weight` (lengths w.r.t. the object styles, as the reference). The pair partners are rendered as
 extra samples beside the batch, as in the reference: D, D_match and every
 minibatch-stddev group see N independent images, never a duplicated background.
 Same RNG, checkpoint and multi-process rules as stage 1 (gradients of G's defect
@@ -25,6 +26,7 @@ from generators.dfmgan.grids import triplet_grid
 from generators.dfmgan.losses import d_logistic, g_nonsaturating, mode_seeking, r1_penalty
 from generators.dfmgan.mask_guard import EmptyMaskGuard
 from generators.dfmgan.networks import Generator, build_discriminator, build_dmatch, mix_styles
+from generators.dfmgan.path_length import PathLength
 from generators.dfmgan.training import (Runtime, StageLog, adam, check_images, cudnn_autotune, device_of,
                                         fixed_latents, r1_weight, resume_from, run_state, save_on_main,
                                         sync_buffers, to_float, update_ema)
@@ -87,6 +89,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     r1_gamma = r1_weight(stage, defect_images.shape[-2] * defect_images.shape[-1])
     mixing = float(stage.get("style_mixing", 0.0))  # probability; configs made before the key: none
     ms_weight, dm_weight = float(stage.get("mode_seek_weight", 0.1)), float(stage.get("dmatch_weight", 1.0))
+    pl = PathLength(stage, dev, ctx, "stage2")
 
     torch.manual_seed(seed)
     G = build_stage2_generator(backbone, net_config).to(dev)
@@ -99,7 +102,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     runtime.prepare(G, D, Dm)
     G_ema = stage2_ema(G, backbone)
     g_params = [p for m in G.stage2_modules() for p in m.parameters()]
-    opt_G = adam(g_params, stage)
+    opt_G = adam(g_params, stage, lazy_interval=pl.lazy_interval)
     opt_D = adam(list(D.parameters()) + list(Dm.parameters()), stage, lazy_interval=r1_every)
     if ctx.enabled:  # same initial weights on every rank, different data and noise
         torch.manual_seed(seed + ctx.seed_offset())
@@ -108,7 +111,7 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     aug_D, ada = discriminator_augment(stage, channels, batch, ctx)
     aug_match = (lambda x: x) if ada else (lambda x: augment(x, policy, channels))
     parts = {"G": G, "G_ema": G_ema, "D": D, "D_match": Dm, "opt_G": opt_G, "opt_D": opt_D,
-             **({"ada": ada} if ada else {})}
+             **({"ada": ada} if ada else {}), **({"pl": pl} if pl.enabled else {})}
     resumed = resume and ckpt_path.exists()
     step, saved = 0, {}
     if resumed:  # a stopped run of this base set only (its `extra` names the base images when a cache trains it)
@@ -166,8 +169,27 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
                     loss_ms = mode_seeking(w_def[:half], w_def[batch:], soft_all[:half], soft_all[batch:])
                 loss_G = loss_adv + dm_weight * loss_match + ms_weight * loss_ms
                 log.watch({"G": loss_G}, step)
+                total_G = loss_G
+                if pl.due(step):  # half a batch of its own; the object styles carry the gradient (frozen mapping)
+                    n = max(1, half)
+                    z_pl = torch.randn(n, G.z_dim, device=dev)
+                    zd_pl = torch.randn(n, G.z_dim, device=dev)
+                    with runtime.autocast():
+                        with torch.no_grad():
+                            w_pl = G.mapping(z_pl)
+                            w_pl = mix_styles(w_pl, G.mapping(torch.randn_like(z_pl)) if mixing > 0 else w_pl,
+                                              len(G.resolutions), mixing)
+                        w_pl = w_pl.detach().requires_grad_(True)
+                        wd_pl = G.defect_mapping(zd_pl)
+                        if mixing > 0:
+                            wd_pl = mix_styles(wd_pl, G.defect_mapping(torch.randn_like(zd_pl)), G.n_residual, mixing)
+                        pl_image, _, _ = G.synthesize_defect(w_pl, wd_pl, G.make_noise(n, dev), with_good=False)
+                        pl_loss = pl.penalty(pl_image, w_pl)
+                    log.keep({"PL": pl_loss})
+                    log.watch({"PL": pl_loss}, step)
+                    total_G = loss_G + pl_loss * pl.scale
                 opt_G.zero_grad(set_to_none=True)
-                loss_G.backward()
+                total_G.backward()
                 ctx.average_gradients(g_params)
                 opt_G.step()
                 sync_buffers(ctx, G.defect_mapping)
