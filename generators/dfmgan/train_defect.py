@@ -4,8 +4,9 @@ Trainable: defect mapping, residual blocks, ToMask (G side); D (initialised from
 stage 1) and D_match (from scratch) on the D side. G's loss: adversarial on D
 (image) and D_match (image + tanh(10 M)) plus the mode-seeking term on pairs that
 share z_object (and noise) and differ in z_defect, and the path-length term when the
-stage config sets `pl_weight` (lengths w.r.t. the object styles, as the reference). The pair partners are rendered as
-extra samples beside the batch, as in the reference: D, D_match and every
+stage config sets `pl_weight` (lengths w.r.t. the object styles, as the reference).
+The pair partners are rendered as extra samples beside the batch, as in the
+reference: D, D_match and every
 minibatch-stddev group see N independent images, never a duplicated background.
 Same RNG, checkpoint and multi-process rules as stage 1 (gradients of G's defect
 modules, D and D_match averaged).
