@@ -33,6 +33,10 @@ class SyntheticBatch:
         return int(self.images.shape[0])
 
 
+class TrainingDiverged(RuntimeError):
+    """A learned generator's loss became NaN/inf; the last good checkpoint on disk is left untouched."""
+
+
 class DefectGenerator(Protocol):
     defect_types: list[str]
     device: torch.device

@@ -1,4 +1,4 @@
-"""Find and read the YAML presets in configs/: by name ('dfmgan-tiny') or by path.
+"""Find and read the YAML presets in configs/: by name ('segment-tiny') or by path.
 
 One reader for every command, so a missing preset or broken YAML reads the
 same everywhere: one line naming the file and listing the presets that exist.

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import tempfile
 from itertools import combinations
 from pathlib import Path
 
 import numpy as np
 
+from inspect_train.atomic import write_json_atomic
 from inspect_train.data.mvtec import CategoryIndex
 from inspect_train.errors import InputError
 
@@ -52,18 +51,6 @@ def make_manifest(index: CategoryIndex, partitions: int = 3, seed: int = 0) -> d
             defects[defect] = {"base": base, "test": [n for n in names if n not in set(base)]}
         result.append({"partition": k, "defects": defects})
     return {"category": index.category, "seed": seed, "partitions": result}
-
-
-def write_json_atomic(data: dict, path: str | Path) -> Path:
-    """Write JSON through a temporary file and rename, so a crash never leaves half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(data, handle, indent=2)
-        handle.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 def read_json(path: Path, what: str):

@@ -14,10 +14,15 @@ from typing import Any
 
 import yaml
 
+from generators.registry import get_spec, specs
 from inspect_train.config_files import read_preset
 from inspect_train.errors import InputError
 
-RENAMED_KEYS = {"dfmgan_config": "gan_config", "generator_options": "generators"}
+
+def renamed_keys() -> dict[str, str]:
+    """Former preset keys -> their names now (each generator's own are in its spec)."""
+    return {"generator_options": "generators",
+            **{old: f"generators.{spec.name}.{key}" for spec in specs() for old, key in spec.old_keys.items()}}
 
 
 @dataclass
@@ -41,13 +46,7 @@ class TaskSettings:
     save_models: bool = True
     cpu_threads: int | None = None
     bootstrap_resamples: int = 1000  # paired bootstrap intervals of each arm against real-only
-    generators: dict = field(default_factory=dict)  # options per --aug name, e.g. {perlin: {texture: good}}
-    gan_config: str | None = None  # DFMGAN config for --aug dfmgan
-    gan_backbone_steps: int | None = None  # null: the DFMGAN config's own step counts
-    gan_defect_steps: int | None = None
-    inpaint_config: str | None = None  # painter config for --aug inpaint (null: inpaint-tiny up to 32 px, inpaint-64 up to 64, else inpaint-128)
-    inpaint_steps: int | None = None  # null: the painter config's own step count
-    inpaint_loss: str | None = None  # nsgan or r3gan (null: the painter config's)
+    generators: dict = field(default_factory=dict)  # options per --aug name (each generator's spec lists its keys)
 
     def check(self) -> None:
         for key in ("steps", "batch_size", "eval_batch_size", "log_every", "grid_every", "bootstrap_resamples"):
@@ -60,14 +59,11 @@ class TaskSettings:
             raise InputError(f"--lr must be positive (got {self.lr})")
         if self.cpu_threads is not None and int(self.cpu_threads) < 1:
             raise InputError(f"--threads must be at least 1 (got {self.cpu_threads})")
-        source = ((self.generators or {}).get("inpaint") or {}).get("mask_source")
-        if source not in (None, "base", "dfmgan"):
-            # checked before any arm trains: a typo must not surface after the baseline's hour
-            if not Path(str(source)).is_dir():
-                raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
-            from generators.inpaint.masks import mask_paths
+        check_generator_options(self.generators)
 
-            mask_paths(source)  # the painter's own check of the folder: no PNG is one clear error
+    def generator_options(self, name: str) -> dict:
+        """The options of generator `name` (preset and flags), without the unset ones."""
+        return {k: v for k, v in ((self.generators or {}).get(name) or {}).items() if v is not None}
 
 
 @dataclass
@@ -106,18 +102,35 @@ class DetectSettings(TaskSettings):
             raise InputError(f"box_join must be 0 or a whole number of pixels (got {self.box_join})")
 
 
-# flag dest -> settings field, for the flags every task command has
+def check_generator_options(generators: dict) -> None:
+    """Every generator named under `generators` exists and is given only the options its spec declares."""
+    if not isinstance(generators, dict):
+        raise InputError(f"generators must be a mapping of generator name to options (got {generators!r})")
+    for name, options in generators.items():
+        spec = get_spec(name)
+        if options is None:
+            continue
+        if not isinstance(options, dict):
+            raise InputError(f"generators.{name} must be a mapping of options (got {options!r})")
+        known = {option.key for option in spec.options}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise InputError(f"generators.{name}: unknown option(s) {', '.join(unknown)} (known: "
+                             f"{', '.join(sorted(known)) or 'none'})")
+        if spec.check_options:
+            spec.check_options({k: v for k, v in options.items() if v is not None})
+
+
+# flag dest -> settings field, for the flags every task command has (each generator's flags come from its spec)
 FLAG_FIELDS = {"model": "model", "weights": "weights", "steps": "steps", "batch_size": "batch_size",
                "synthetic_ratio": "synthetic_ratio", "lr": "lr", "resolution": "resolution", "threads": "cpu_threads",
-               "inpaint_config": "inpaint_config", "inpaint_steps": "inpaint_steps", "inpaint_loss": "inpaint_loss",
-               "gan_config": "gan_config", "backbone_steps": "gan_backbone_steps", "defect_steps": "gan_defect_steps",
                "box_join": "box_join"}
 
 
 def settings_from_preset(settings_class: type, config: dict, where: str) -> TaskSettings:
     """The dataclass filled from a preset mapping; an unknown or renamed key is one clear error."""
     config = {k: v for k, v in config.items() if k not in ("run", "name")}
-    for old, new in RENAMED_KEYS.items():
+    for old, new in renamed_keys().items():
         if old in config:
             raise InputError(f"{where}: '{old}' is now '{new}' (the same key in every task preset)")
     known = {f.name for f in dataclasses.fields(settings_class)}
@@ -140,11 +153,13 @@ def resolve_settings(settings_class: type, task: str, preset: str, args) -> Task
             setattr(settings, name, value)
     if getattr(args, "with_good", False):
         settings.with_good = True
-    mask_source = getattr(args, "mask_source", None)
-    if mask_source:  # a generator option: lives with the preset's other inpaint options
-        generators = dict(settings.generators or {})
-        generators["inpaint"] = {**(generators.get("inpaint") or {}), "mask_source": mask_source}
-        settings.generators = generators
+    generators = {name: dict(options or {}) for name, options in (settings.generators or {}).items()}
+    for spec in specs():
+        for option in spec.options:
+            value = getattr(args, option.dest, None) if option.flag else None
+            if value is not None:  # a flag given: it overrides the preset's generators.<name>.<key>
+                generators.setdefault(spec.name, {})[option.key] = value
+    settings.generators = generators
     encoder = getattr(args, "encoder", None)
     if encoder:
         settings.models = {**settings.models, settings.model: {**settings.model_config(), "encoder": encoder}}

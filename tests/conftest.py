@@ -39,9 +39,11 @@ log_every: 1
 grid_every: 2
 save_models: {save_models}
 bootstrap_resamples: 50
-gan_config: dfmgan-tiny
-gan_backbone_steps: 1
-gan_defect_steps: 1
+generators:
+  dfmgan:
+    config: dfmgan-tiny
+    backbone_steps: 1
+    defect_steps: 1
 """
 
 

@@ -106,7 +106,7 @@ def test_epochs_to_steps(toy_root):
 def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config, tmp_path, capsys):
     out = tmp_path / "run"
     assert classify(toy_root, tiny_config, out, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
-                    "--backbone-steps", "2", "--threads", "1") == 0  # the CLI wins over the preset's gan_backbone_steps (1)
+                    "--backbone-steps", "2", "--threads", "1") == 0  # the CLI wins over the preset's backbone_steps (1)
     said = capsys.readouterr().out
     assert "stage 1: training" in said and "stage 2: training P1 'hole'" in said
     index = json.loads((out / "generators" / "index.json").read_text())
@@ -118,7 +118,8 @@ def test_dfmgan_trains_missing_generators_then_reuses_them(toy_root, tiny_config
     check_schema(results, ["dfmgan"], [1])
     assert results["config"]["cpu_threads"] == 1 and results["partitions"][0]["tests"] == {}
     config = yaml.safe_load((out / "config.yaml").read_text())  # the GAN flags are settings: a rerun repeats them
-    assert config["gan_backbone_steps"] == 2 and config["gan_config"] == results["config"]["gan_config"]
+    dfmgan = config["generators"]["dfmgan"]
+    assert dfmgan["backbone_steps"] == 2 and dfmgan["config"] == results["config"]["generators"]["dfmgan"]["config"]
     again = tmp_path / "again"
     assert classify(toy_root, tiny_config, again, "--aug", "dfmgan", "--partitions", "1", "--no-baseline",
                     "--generators", str(out / "generators"), "--manifest", str(out / "manifest.json")) == 0

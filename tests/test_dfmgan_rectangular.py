@@ -139,7 +139,7 @@ def test_square_checkpoint_keeps_loading(toy_root, tiny, tmp_path):
 
 def test_boxes_use_width_and_height(tmp_path):
     """COCO sizes and YOLO centres of a 10 (H) x 20 (W) mask: x is divided by W, y by H."""
-    from generators.dfmgan.export import SampleWriter
+    from generators.sample_writer import SampleWriter
 
     mask = torch.zeros(1, 10, 20)
     mask[0, 2:4, 14:18] = 1  # x 14..17, y 2..3
@@ -208,14 +208,14 @@ def test_fit_backbone_cli_takes_hw(toy_root, tmp_path, capsys):
 def test_task_cache_trains_at_the_task_aspect(toy_root, tmp_path):
     """A 48x16 task with dfmgan-tiny trains its generators at 96x32 and records that in the index; the folder is
     then refused by name for a square run, and a square folder for a rectangular one."""
-    from inspect_train.tasks.generators import open_dfmgan_cache
+    from inspect_train.tasks.generators import open_cache
 
     task = load_category(toy_root, "toy", size=(48, 16))
     folder = tmp_path / "gens"
-    preset = {"gan_config": "dfmgan-tiny", "gan_backbone_steps": 1, "gan_defect_steps": 1}
+    options = {"config": "dfmgan-tiny", "backbone_steps": 1, "defect_steps": 1}
     said = []
-    cache = open_dfmgan_cache(task, preset, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
-                              say=said.append)
+    cache = open_cache("dfmgan", task, options, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
+                       say=said.append)
     assert tuple(cache.data.size) == (96, 32) and resolution_hw(cache.config) == (96, 32)
     assert any("96x32" in line for line in said)
     names = task.defects["hole"].names[:3]
@@ -225,9 +225,10 @@ def test_task_cache_trains_at_the_task_aspect(toy_root, tmp_path):
     assert load_checkpoint(path)["resolution"] == "96x32"
     square = load_category(toy_root, "toy", size=(32, 32))
     with pytest.raises(InputError, match="trained for resolution = '96x32', this run needs 32"):
-        open_dfmgan_cache(square, preset, folder, seed=0, device="cpu", manifest_path="m.json", say=said.append)
+        open_cache("dfmgan", square, options, folder, seed=0, device="cpu", manifest_path="m.json", say=said.append)
     square_folder = tmp_path / "square"
     square_folder.mkdir()
     (square_folder / "index.json").write_text(json.dumps({**index, "resolution": 32}))
     with pytest.raises(InputError, match="trained for resolution = 32, this run needs '96x32'"):
-        open_dfmgan_cache(task, preset, square_folder, seed=0, device="cpu", manifest_path="m.json", say=said.append)
+        open_cache("dfmgan", task, options, square_folder, seed=0, device="cpu", manifest_path="m.json",
+                   say=said.append)

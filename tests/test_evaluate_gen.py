@@ -36,16 +36,15 @@ def split(toy_root, tmp_path_factory):
 @pytest.fixture(scope="module")
 def generators_dir(toy_root, split, tmp_path_factory):
     """A generators folder as classify/segment write it (index.json + checkpoints), for P1 'hole' only:
-    the same DFMGANCache code, 1 step per stage at dfmgan-tiny (32x32)."""
-    from generators.dfmgan.api import load_config
+    the same cache code as a run's, 1 step per stage at dfmgan-tiny (32x32)."""
     from inspect_train.data.category import load_category
-    from inspect_train.tasks.generators import DFMGANCache
+    from inspect_train.tasks.generators import open_cache
 
     manifest, path = split
     folder = tmp_path_factory.mktemp("gens") / "generators"
     data = load_category(toy_root, "toy", size=(32, 32))
-    cache = DFMGANCache(folder, load_config("dfmgan-tiny"), data, backbone_steps=1, defect_steps=1, progress=False,
-                        manifest_path=str(path), say=lambda message: None)
+    cache = open_cache("dfmgan", data, {"config": "dfmgan-tiny", "backbone_steps": 1, "defect_steps": 1}, folder,
+                       seed=0, device="cpu", progress=False, manifest_path=str(path), say=lambda message: None)
     cache.checkpoints(1, {"hole": manifest["partitions"][0]["defects"]["hole"]["base"]})
     return folder
 
@@ -53,17 +52,16 @@ def generators_dir(toy_root, split, tmp_path_factory):
 @pytest.fixture(scope="module")
 def painters_dir(toy_root, split, tmp_path_factory):
     """A generators folder holding only inpaint painters, laid out as classify/segment write it
-    (<generators>/inpaint/index.json + p1/<defect>/inpaint_<defect>.pt): the same InpaintCache code, 1 step
+    (<generators>/inpaint/index.json + p1/<defect>/inpaint_<defect>.pt): the same cache code as a run's, 1 step
     per painter at inpaint-tiny (32x32), for every P1 defect type."""
-    from generators.inpaint.api import load_config
     from inspect_train.data.category import load_category
-    from inspect_train.tasks.generators import InpaintCache
+    from inspect_train.tasks.generators import open_cache
 
     manifest, path = split
     folder = tmp_path_factory.mktemp("painters") / "generators"
     data = load_category(toy_root, "toy", size=(32, 32))
-    cache = InpaintCache(folder / "inpaint", load_config("inpaint-tiny"), data, steps=1, progress=False,
-                         manifest_path=str(path), say=lambda message: None)
+    cache = open_cache("inpaint", data, {"config": "inpaint-tiny", "steps": 1}, folder, seed=0, device="cpu",
+                       progress=False, manifest_path=str(path), say=lambda message: None)
     cache.checkpoints(1, {d: v["base"] for d, v in manifest["partitions"][0]["defects"].items()})
     return folder
 

@@ -27,10 +27,14 @@ def base(manifest, k):
 
 
 def painters(toy, folder):
-    from inspect_train.tasks.generators import open_inpaint_cache
+    """The painters' cache whose own folder is `folder` (a run keeps it in <generators>/inpaint)."""
+    from inspect_train.tasks.generators import GeneratorCache, at_size
+    from generators.registry import get_spec
 
-    return open_inpaint_cache(toy, folder, seed=0, device="cpu", manifest_path="m.json", steps=1, progress=False,
-                              say=lambda m: None)
+    spec = get_spec("inpaint")
+    plan = spec.learned.plan(toy, {"steps": 1}, "cpu")
+    return GeneratorCache(spec, plan, folder, at_size(toy, plan.size), seed=0, device="cpu", manifest_path="m.json",
+                          progress=False, say=lambda m: None)
 
 
 def spy_on_training(monkeypatch):
@@ -92,16 +96,17 @@ def test_a_generator_in_training_elsewhere_is_waited_for_and_reused(toy, manifes
 
 def test_the_backbone_in_training_elsewhere_is_waited_for(toy, tmp_path, monkeypatch):
     import generators.dfmgan.api as api
-    from inspect_train.tasks.generators import open_dfmgan_cache
+    from generators.dfmgan.spec import backbone
+    from inspect_train.tasks.generators import open_cache
 
     calls = []
     monkeypatch.setattr(api, "fit_backbone", lambda *a, **kw: calls.append(kw) or (tmp_path / "x.pt"))
-    cache = open_dfmgan_cache(toy, {"gan_config": "dfmgan-tiny"}, tmp_path, seed=0, device="cpu",
-                              manifest_path="m.json", progress=False, say=lambda m: None)
+    cache = open_cache("dfmgan", toy, {"config": "dfmgan-tiny"}, tmp_path, seed=0, device="cpu",
+                       manifest_path="m.json", progress=False, say=lambda m: None)
     other_process = FileLock(str(tmp_path / ".backbone.lock"))
     other_process.acquire()
     result = []
-    thread = threading.Thread(target=lambda: result.append(cache.backbone()))
+    thread = threading.Thread(target=lambda: result.append(backbone(cache)))
     thread.start()
     try:
         thread.join(0.5)
@@ -109,9 +114,10 @@ def test_the_backbone_in_training_elsewhere_is_waited_for(toy, tmp_path, monkeyp
         checkpoint = tmp_path / "backbone" / "backbone.pt"
         checkpoint.parent.mkdir()
         checkpoint.write_bytes(b"trained elsewhere")
-        other = open_dfmgan_cache(toy, {"gan_config": "dfmgan-tiny"}, tmp_path, seed=0, device="cpu",
-                                  manifest_path="m.json", progress=False, say=lambda m: None)
-        other._save(lambda index: index.__setitem__("backbone", {"checkpoint": "backbone/backbone.pt", "steps": 1}))
+        other = open_cache("dfmgan", toy, {"config": "dfmgan-tiny"}, tmp_path, seed=0, device="cpu",
+                           manifest_path="m.json", progress=False, say=lambda m: None)
+        other.update_index(lambda index: index.__setitem__("backbone", {"checkpoint": "backbone/backbone.pt",
+                                                                        "steps": 1}))
     finally:
         other_process.release()
     thread.join(30)

@@ -11,7 +11,8 @@ import yaml
 
 from inspect_train.data.category import load_category
 from inspect_train.errors import InputError
-from inspect_train.tasks.generators import open_dfmgan_cache, open_inpaint_cache
+from generators.dfmgan.spec import backbone
+from inspect_train.tasks.generators import open_cache
 
 
 @pytest.fixture(scope="module")
@@ -20,14 +21,15 @@ def toy(toy_root):
 
 
 def _dfmgan(toy, folder, defect_steps, said, gan_config="dfmgan-tiny"):
-    preset = {"gan_config": gan_config, "gan_backbone_steps": 1, "gan_defect_steps": defect_steps}
-    return open_dfmgan_cache(toy, preset, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
-                             say=said.append)
+    options = {"config": gan_config, "backbone_steps": 1, "defect_steps": defect_steps}
+    return open_cache("dfmgan", toy, options, folder, seed=0, device="cpu", manifest_path="m.json", progress=False,
+                      say=said.append)
 
 
 def _painters(toy, folder, steps, said):
-    return open_inpaint_cache(toy, folder, seed=0, device="cpu", manifest_path="m.json", steps=steps,
-                              progress=False, say=said.append)
+    """The painters' cache whose own folder is `folder` (a run keeps it in <generators>/inpaint)."""
+    return open_cache("inpaint", toy, {"steps": steps}, folder.parent, seed=0, device="cpu", manifest_path="m.json",
+                      progress=False, say=said.append)
 
 
 def _forget_trained_generators(folder):
@@ -66,7 +68,7 @@ def test_a_stopped_stage2_run_continues_to_the_uninterrupted_result(toy, tmp_pat
     gan_config.write_text(yaml.safe_dump(config))
     names = toy.defects["hole"].names[:3]
     stopped, straight, said = tmp_path / "stopped", tmp_path / "straight", []
-    _dfmgan(toy, stopped, 2, said, str(gan_config)).backbone()
+    backbone(_dfmgan(toy, stopped, 2, said, str(gan_config)))
     shutil.copytree(stopped, straight)  # the same backbone under both folders
     _dfmgan(toy, stopped, 2, said, str(gan_config)).checkpoints(1, {"hole": names})
     _forget_trained_generators(stopped)
@@ -103,15 +105,15 @@ def test_a_stopped_painter_continues_to_the_uninterrupted_result(toy, tmp_path, 
 
     names = toy.defects["hole"].names[:3]
     said = []
-    _painters(toy, tmp_path / "stopped", 1, said).checkpoints(1, {"hole": names})
-    _forget_trained_generators(tmp_path / "stopped")
+    _painters(toy, tmp_path / "stopped" / "inpaint", 1, said).checkpoints(1, {"hole": names})
+    _forget_trained_generators(tmp_path / "stopped" / "inpaint")
     said.clear()
     steps = _count_steps(monkeypatch, trainer)
     continued = load_painter_checkpoint(
-        _painters(toy, tmp_path / "stopped", 2, said).checkpoints(1, {"hole": names})["hole"])
+        _painters(toy, tmp_path / "stopped" / "inpaint", 2, said).checkpoints(1, {"hole": names})["hole"])
     assert any("continuing the stopped run's checkpoint" in line for line in said), said
     assert len(steps) == 1, "step 2 only"
     uninterrupted = load_painter_checkpoint(
-        _painters(toy, tmp_path / "straight", 2, []).checkpoints(1, {"hole": names})["hole"])
+        _painters(toy, tmp_path / "straight" / "inpaint", 2, []).checkpoints(1, {"hole": names})["hole"])
     assert continued["step"] == uninterrupted["step"] == 2
     _same_weights(continued, uninterrupted, ("painter", "painter_ema", "D_local", "D_match"))

@@ -72,7 +72,8 @@ def test_inpaint_config_flag_reuses_smaller_painters(classify_run, toy_root, tmp
                                   "--inpaint-config", "inpaint-tiny")
     out = capsys.readouterr().out
     assert code == 0 and "(inpaint-tiny, 32x32)" in out and "reusing the P1 'hole' painter" in out
-    assert yaml.safe_load((tmp_path / "seg" / "config.yaml").read_text())["inpaint_config"] == "inpaint-tiny"
+    config = yaml.safe_load((tmp_path / "seg" / "config.yaml").read_text())
+    assert config["generators"]["inpaint"]["config"] == "inpaint-tiny"
 
 
 def test_painters_of_other_steps_are_not_reused(classify_run, toy_root, tmp_path, capsys):

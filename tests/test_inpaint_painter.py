@@ -193,7 +193,7 @@ def test_reconstruction_alone_learns_the_defects(toy, part, tmp_path):
 
 def test_cache_trains_on_the_base_set_only_and_refuses_another(toy_root, toy, tmp_path, monkeypatch):
     import generators.inpaint.api as api
-    from inspect_train.tasks.generators import open_inpaint_cache
+    from inspect_train.tasks.generators import open_cache
 
     handed = {}
     real_fit = api.fit_inpaint
@@ -206,8 +206,8 @@ def test_cache_trains_on_the_base_set_only_and_refuses_another(toy_root, toy, tm
     manifest = make_manifest(toy.index, partitions=3, seed=0)
     part = get_partition(manifest, 2)
     base = base_of(part)
-    cache = open_inpaint_cache(toy, tmp_path, seed=0, device="cpu", manifest_path="m.json", steps=1,
-                               progress=False, say=lambda m: None)
+    cache = open_cache("inpaint", toy, {"steps": 1}, tmp_path, seed=0, device="cpu", manifest_path="m.json",
+                       progress=False, say=lambda m: None)
     assert cache.config["name"] == "inpaint-tiny"
     checkpoints = cache.checkpoints(2, base)
     index = cache.index["defects"]["p2"]
@@ -221,8 +221,8 @@ def test_cache_trains_on_the_base_set_only_and_refuses_another(toy_root, toy, tm
         assert load_painter_checkpoint(checkpoints[defect])["base"] == names
         assert cache.trained_on[(2, defect)] == names
     handed.clear()
-    again = open_inpaint_cache(toy, tmp_path, seed=0, device="cpu", manifest_path="m.json", steps=1,
-                               progress=False, say=lambda m: None)
+    again = open_cache("inpaint", toy, {"steps": 1}, tmp_path, seed=0, device="cpu", manifest_path="m.json",
+                       progress=False, say=lambda m: None)
     assert again.checkpoints(2, base) == checkpoints and not handed, "reused, not retrained"
     other = get_partition(make_manifest(toy.index, partitions=3, seed=7), 2)
     with pytest.raises(InputError, match="another base set"):

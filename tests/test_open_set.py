@@ -78,18 +78,18 @@ def test_open_set_end_to_end_nothing_of_the_held_out_type_reaches_training(toy_r
     from inspect_train.tasks import generators, runner
 
     pools, made = [], []
-    real_pool, create = runner.RealPool, generators.create_generator
+    real_pool, build = runner.RealPool, generators.build_generator
 
     def spy_pool(data, base_names, classes, device):
         pools.append(({t: list(n) for t, n in base_names.items()}, list(classes)))
         return real_pool(data, base_names, classes, device)
 
-    def spy_create(name, data, base_names, *args, **kwargs):
-        made.append((name, {t: list(n) for t, n in base_names.items()}))
-        return create(name, data, base_names, *args, **kwargs)
+    def spy_build(name, request):
+        made.append((name, {t: list(n) for t, n in request.base_names.items()}))
+        return build(name, request)
 
     monkeypatch.setattr(runner, "RealPool", spy_pool)
-    monkeypatch.setattr(generators, "create_generator", spy_create)
+    monkeypatch.setattr(generators, "build_generator", spy_build)
     out = tmp_path / "run"
     assert classify(toy_root, tiny_config, out, "--aug", "crop-paste", "--open-set") == 0
     said = capsys.readouterr().out

@@ -203,6 +203,18 @@ def test_not_a_model_file(command, image_dir, tmp_path, capsys):
     assert not list(tmp_path.rglob("*.onnx"))
 
 
+@pytest.mark.parametrize("command", ["predict", "export"])
+def test_unknown_task_in_the_model_file(command, image_dir, tmp_path, capsys):
+    """A model file of a task nobody registered: one line naming the file, the task and the known ones."""
+    path = save_model(tmp_path / "model.pt", torch.nn.Conv2d(3, 1, 1), architecture=architecture("regress", "conv", 3),
+                      classes=["scratch"], resolution=RES, channels=3)
+    extra = ["--images", str(image_dir), "--out", str(tmp_path / "o")] if command == "predict" \
+        else ["--format", "torchscript"]
+    err = one_error_line(capsys, main([command, "--model", str(path), *extra]))
+    assert f"{path}: unknown task 'regress' in the model file (known: classify, detect, segment)" in err
+    assert not (tmp_path / "o").exists() and not (tmp_path / "model.ts.pt").exists()
+
+
 def test_predict_input_errors(models, image_dir, tmp_path, capsys):
     broken = tmp_path / "broken"
     broken.mkdir()

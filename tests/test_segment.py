@@ -106,16 +106,31 @@ def test_bad_input_exits_2(tmp_path, toy_root, capsys, extra, message):
     assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("old,new", [("gan_config", "dfmgan_config"), ("generators", "generator_options")])
-def test_old_preset_key_is_named(tmp_path, toy_root, capsys, old, new):
+@pytest.mark.parametrize("edit,message", [
+    (("generators:", "generator_options:"), "'generator_options' is now 'generators'"),
+    (("lr:", "gan_config: dfmgan-tiny\nlr:"), "'gan_config' is now 'generators.dfmgan.config'"),
+    (("lr:", "inpaint_steps: 3\nlr:"), "'inpaint_steps' is now 'generators.inpaint.steps'"),
+])
+def test_old_preset_key_is_named(tmp_path, toy_root, capsys, edit, message):
     """A preset that still uses an old key name is refused by name, not silently ignored."""
     preset = tmp_path / "old.yaml"
     text = (Path(__file__).resolve().parents[1] / "configs" / "segment-tiny.yaml").read_text()
-    preset.write_text(text.replace(f"{old}:", f"{new}:", 1))
+    assert edit[0] in text
+    preset.write_text(text.replace(edit[0], edit[1], 1))
     code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", str(preset), "--aug", "dfmgan",
                  "--out", str(tmp_path / "o"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and f"'{new}' is now '{old}'" in err and len(err.strip().splitlines()) == 1
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_unknown_generator_option_is_named(tmp_path, toy_root, capsys):
+    preset = tmp_path / "typo.yaml"
+    text = (Path(__file__).resolve().parents[1] / "configs" / "segment-tiny.yaml").read_text()
+    preset.write_text(text.replace("perlin: {texture: good}", "perlin: {textur: good}", 1))
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", str(preset), "--out",
+                 str(tmp_path / "o"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "generators.perlin: unknown option(s) textur" in err and len(err.strip().splitlines()) == 1
 
 
 def test_unknown_preset_key_is_named(tmp_path, toy_root, capsys):
@@ -195,14 +210,14 @@ def test_classify_and_segment_take_the_same_flags():
 def test_paper_scale_gan_on_cpu_gets_a_hint(toy_root):
     """Opening dfmgan-128 generators on a CPU says how long that takes and what to use instead (nothing is trained)."""
     from inspect_train.data.category import load_category
-    from inspect_train.tasks.generators import open_dfmgan_cache
+    from inspect_train.tasks.generators import open_cache
 
     said = []
     data = load_category(toy_root, "toy", size=(64, 64))
-    open_dfmgan_cache(data, {"gan_config": "dfmgan-128"}, Path("/nonexistent/gens"), seed=0, device="cpu",
-                      manifest_path="m.json", say=said.append)
+    open_cache("dfmgan", data, {"config": "dfmgan-128"}, Path("/nonexistent/gens"), seed=0, device="cpu",
+               manifest_path="m.json", say=said.append)
     assert any("--gan-config dfmgan-64" in line for line in said)
     said.clear()
-    open_dfmgan_cache(data, {"gan_config": "dfmgan-tiny"}, Path("/nonexistent/gens"), seed=0, device="cpu",
-                      manifest_path="m.json", say=said.append)
+    open_cache("dfmgan", data, {"config": "dfmgan-tiny"}, Path("/nonexistent/gens"), seed=0, device="cpu",
+               manifest_path="m.json", say=said.append)
     assert not any("days" in line for line in said)

@@ -6,16 +6,26 @@ Each task command adds its own few flags after these. Values left at None fall b
 
 from __future__ import annotations
 
-from generators.registry import AUGS
+from generators.registry import aug_names, specs
 
 DEFAULT_AUG = "crop-paste"
 
 
+def add_generator_flags(p, command: str) -> None:
+    """Each generator option that has a flag for `command`, as its spec declares it (default None: the preset's)."""
+    for spec in specs():
+        for option in spec.options:
+            if option.flag and command in option.commands:
+                p.add_argument(option.flag, dest=option.dest, type=option.type, choices=option.choices,
+                               metavar=option.metavar, default=None, help=option.help)
+
+
 def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_help: str) -> None:
+    augs = aug_names()
     p.add_argument("--data", help="dataset root in MVTec AD layout (omit to use the built-in toy dataset)")
     p.add_argument("--category", help="category folder under --data (required with --data)")
-    p.add_argument("--aug", nargs="+", choices=AUGS, default=[DEFAULT_AUG], metavar="AUG",
-                   help="arms to train next to the real-only baseline, one or more of: " + ", ".join(AUGS) +
+    p.add_argument("--aug", nargs="+", choices=augs, default=[DEFAULT_AUG], metavar="AUG",
+                   help="arms to train next to the real-only baseline, one or more of: " + ", ".join(augs) +
                         f" (default {DEFAULT_AUG}). none: real only (the baseline itself); classic: flips, turns and "
                         "colour jitter on the real images; the others draw fresh synthetic defects every batch")
     p.add_argument("--no-baseline", action="store_true", help="skip the real-only baseline arm (none)")
@@ -37,26 +47,9 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
                         "(preset default 0.5)")
     p.add_argument("--lr", type=float, help="peak learning rate (AdamW, warm-up then cosine to zero)")
     p.add_argument("--resolution", help="train/test resolution, N or HxW (height x width)")
-    p.add_argument("--generators", help="--aug dfmgan: folder of DFMGAN generators to reuse and add missing ones "
-                                        "to (default OUT/generators)")
-    p.add_argument("--gan-config", help="--aug dfmgan: DFMGAN config (default: the preset's gan_config)")
-    p.add_argument("--backbone-steps", type=int, help="--aug dfmgan: stage-1 steps when the backbone is trained here "
-                                                      "(default: the preset's gan_backbone_steps, else the DFMGAN config's)")
-    p.add_argument("--defect-steps", type=int, help="--aug dfmgan: stage-2 steps per defect type and partition")
-    p.add_argument("--inpaint-config", help="--aug inpaint: painter config, a name in configs/ or a path (default: "
-                                            "the preset's inpaint_config, else inpaint-tiny up to 32 px, inpaint-64 "
-                                            "up to 64, inpaint-128 above); a smaller one reuses painters trained for "
-                                            "a smaller task")
-    p.add_argument("--inpaint-steps", type=int, help="--aug inpaint: training steps of each painter (per defect type "
-                                                     "and partition) when it is trained here (default: the inpaint "
-                                                     "config's)")
-    p.add_argument("--inpaint-loss", choices=("nsgan", "r3gan"),
-                   help="--aug inpaint: the painters' adversarial loss when they are trained here (default: the "
-                        "inpaint config's)")
-    p.add_argument("--mask-source", metavar="SOURCE",
-                   help="--aug inpaint: where each painted defect goes: base (fresh deformed masks of the "
-                        "partition's base images; the default), dfmgan (masks drawn by DFMGAN stage-2 generators, "
-                        "trained when missing) or a folder of mask PNGs you drew")
+    p.add_argument("--generators", help="folder of learned generators to reuse and add missing ones to (default "
+                                        "OUT/generators)")
+    add_generator_flags(p, task)
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and every sample (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: the preset's cpu_threads, else torch's)")

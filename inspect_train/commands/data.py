@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 
+from inspect_train.commands import COMMANDS
 from inspect_train.data.category import load_category
 from inspect_train.data.check import format_table, summarise
 from inspect_train.data.images import parse_resolution
@@ -19,7 +20,7 @@ def add_data_arguments(parser, required: bool = True) -> None:
 
 
 def register(subparsers) -> None:
-    data = subparsers.add_parser("data", help="toy dataset, dataset checks, few-shot splits")
+    data = subparsers.add_parser("data", help=COMMANDS["data"][1])
     sub = data.add_subparsers(dest="data_command", metavar="ACTION")
     sub.required = True
 

@@ -18,7 +18,7 @@ from torch import nn
 
 from inspect_train.errors import InputError
 from inspect_train.models.normalise import Normalised
-from inspect_train.models.registry import create_model
+from inspect_train.tasks.registry import UnknownTask, get_task, task_names
 
 FORMAT = "inspect-train-model"
 VERSION = 1
@@ -89,10 +89,19 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     return record
 
 
+def model_task(record: dict[str, Any], path: str | Path):
+    """The registered task that made a model file; one it does not know is one line naming the file."""
+    try:
+        return get_task(record["task"])
+    except UnknownTask:
+        raise InputError(f"{path}: unknown task '{record['task']}' in the model file "
+                         f"(known: {', '.join(task_names())})") from None
+
+
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
     """(the network in eval mode taking [0, 1] images, its record without the weights)."""
     record = read_model_file(path)
-    model = create_model(record["architecture"])
+    model = model_task(record, path).build_from_architecture(record["architecture"])
     net = model.net if isinstance(model, Normalised) else model
     try:
         net.load_state_dict(record["state_dict"])

@@ -1,9 +1,10 @@
 """Every downstream model by name, and one architecture record that rebuilds it.
 
 Training builds a model with `create_classifier` / `create_segmenter` (optionally from pretrained weights);
-a checkpoint stores `architecture(...)`, and `create_model(architecture)` rebuilds the same network with
-random weights for the stored state dict to fill (predict, export). Classifiers are any timm model name;
-segmenters are the names in SEGMENTERS; detectors (`create_detector`) the names in DETECTORS, on a timm backbone.
+a checkpoint stores `architecture(...)`, and the record's task rebuilds the same network from it with random
+weights for the stored state dict to fill (`build_from_architecture`, see inspect_train.models.checkpoint).
+Classifiers are any timm model name; segmenters are the names in SEGMENTERS; detectors (`create_detector`) the
+names in DETECTORS, on a timm backbone.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from torch import nn
 
 from inspect_train.errors import InputError
 
-TASKS = ("classify", "segment", "detect")
 SEGMENTERS = ("unet", "deeplabv3", "draem")
 DETECTORS = ("fcos", "retinanet", "fasterrcnn")
 
@@ -49,26 +49,14 @@ def create_detector(name: str, in_chans: int, num_classes: int, size: tuple[int,
 
 def architecture(task: str, name: str, in_chans: int, num_classes: int | None = None,
                  config: dict | None = None, size: tuple[int, int] | None = None) -> dict[str, Any]:
-    """What a checkpoint records to rebuild the network: task, model name, input channels, head or widths
-    (a detector: its classes, config and input size)."""
+    """What a checkpoint records to rebuild the network: task, model name, input channels, and what the task's
+    network takes of a head size (`num_classes`), widths (`config`) and input size (`size`)."""
     record: dict[str, Any] = {"task": task, "name": name, "in_chans": int(in_chans)}
-    if task in ("classify", "detect"):
+    if num_classes is not None:
         record["num_classes"] = int(num_classes)
-    if task != "classify":
-        record["config"] = dict(config or {})
-    if task == "detect":
+    if config is not None:
+        record["config"] = dict(config)
+    if size is not None:
         record["size"] = [int(size[0]), int(size[1])]
     return record
 
-
-def create_model(record: dict[str, Any]) -> nn.Module:
-    """The network an architecture record describes, with random weights."""
-    task = record.get("task")
-    if task == "classify":
-        return create_classifier(record["name"], record["num_classes"], record["in_chans"])
-    if task == "segment":
-        return create_segmenter(record["name"], record["in_chans"], record.get("config"))
-    if task == "detect":
-        return create_detector(record["name"], record["in_chans"], record["num_classes"], tuple(record["size"]),
-                               record.get("config"))
-    raise InputError(f"unknown task '{task}' in a model record (known: {', '.join(TASKS)})")

@@ -7,17 +7,24 @@ softmax score, and their macro mean); with `with_good` also defect-vs-good AP an
 Open set (`--open-set`, a held-out type's images in the test set): the unknown scores' AUROC, AU-PR and
 FPR@95%TPR and the closed-set accuracy (inspect_train.metrics.open_set), with the classification metrics of the
 known images alone under `closed_set`.
+
+Shipped (predict, export): each image's most probable class and every class's probability; the exported graph
+gives the softmax over the classes.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from inspect_train.errors import InputError
 from inspect_train.metrics.open_set import OPEN_SET_METRICS
 from inspect_train.online import GOOD
 from inspect_train.settings import ClassifySettings
+from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
 from inspect_train.tasks.runner import Evaluation, TestSet
 
 GOOD_METRICS = ["defect_vs_good_ap", "defect_vs_good_auroc"]
@@ -79,6 +86,39 @@ def _step(model, batch):
     return loss, scalars
 
 
+class Softmax(nn.Module):
+    """The exported graph: the classifier's logits turned into class probabilities."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(images), dim=1)
+
+
+class ClassPrediction:
+    """predict: each image's most probable class, its probability, and every class's probability."""
+
+    folders = ()
+    written = ""
+
+    def __init__(self, classes: list[str]):
+        self.classes = classes
+        self.header = ["file", "predicted_class", "score", *(f"p_{c}" for c in classes)]
+
+    def batch(self, model, images, x, files: list[Path], stems: list[str], stage: Path) -> list[list]:
+        probs = torch.softmax(model(x).float(), dim=1).cpu().numpy()
+        rows = []
+        for path, p in zip(files, probs):
+            best = int(p.argmax())
+            rows.append([str(path), self.classes[best], f"{p[best]:.8g}", *(f"{v:.8g}" for v in p)])
+        return rows
+
+    def finish(self, stage: Path, files: list[Path]) -> None:
+        return None  # the rows say it all
+
+
 class ClassifyTask:
     name = "classify"
     settings_class = ClassifySettings
@@ -87,6 +127,9 @@ class ClassifyTask:
     open_set_metrics = OPEN_SET_METRICS  # what an --open-set run summarises, and its bar chart
     open_set_headline = "msp_auroc"
     find_unused_parameters = False
+    output_name = "probabilities"
+    output_description = "probabilities: softmax (N, classes)"
+    export_refusals: dict[str, str] = {}
 
     def summary_metrics(self, settings: ClassifySettings) -> list[str]:
         return ["accuracy", "balanced_accuracy", "auprc", *(GOOD_METRICS if settings.with_good else [])]
@@ -111,6 +154,11 @@ class ClassifyTask:
         from inspect_train.models.registry import architecture
 
         return architecture("classify", settings.model, data.channels, num_classes=len(classes))
+
+    def build_from_architecture(self, record: dict):
+        from inspect_train.models.registry import create_classifier
+
+        return create_classifier(record["name"], record["num_classes"], record["in_chans"])
 
     def learning_rate(self, settings) -> float:
         return float(settings.lr)
@@ -199,6 +247,21 @@ class ClassifyTask:
 
     def decision_threshold(self, model, pool, settings, device):
         return None  # the arg-max decides
+
+    def predictor(self, meta: dict, threshold: float | None) -> ClassPrediction:
+        if threshold is not None:
+            raise InputError("--threshold applies to segmenters and detectors; a classifier predicts its most "
+                             "probable class")
+        return ClassPrediction([str(c) for c in meta["classes"]])
+
+    def export_graph(self, model):
+        return Softmax(model).eval()
+
+    def compile_torchscript(self, graph, example, meta: dict):
+        return trace_torchscript(graph, example, meta)
+
+    def check_export(self, model, graph, path: Path, fmt: str, images) -> None:
+        check_probabilities(graph, path, fmt, images)
 
 
 TASK = ClassifyTask()

@@ -13,26 +13,39 @@ box-F1-best threshold at IoU 0.5 on its TRAINING images.
 
 Per arm, besides predictions.csv: ground_truth.json (the test set as a COCO data set: images, boxes, categories)
 and detections.json (every box in COCO's results format, image ids into ground_truth.json).
+
+Shipped (predict, export): per image the boxes at or above the stored box-score threshold (or --threshold) with
+an overlay, and every box found in detections.json (COCO style: images, categories, and the boxes as
+annotations with a score). Exported as TorchScript only, compiled with torch.jit.script (the number of boxes
+depends on the image, which a trace cannot follow), giving per image {"boxes", "scores", "labels"}; ONNX is
+refused with the reason.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from inspect_train.errors import InputError
 from inspect_train.metrics.detection import recall_key
 from inspect_train.online import GOOD
 from inspect_train.settings import DetectSettings
+from inspect_train.tasks.exporting import TOLERANCE, first_line, quiet_jit
+from inspect_train.tasks.prediction import stored_threshold
 from inspect_train.tasks.runner import Evaluation, TestSet
 
 GRID_IMAGES = 8
 TRUE_COLOUR, FOUND_COLOUR = "lime", "red"
+NO_ONNX = ("a detector cannot be exported as ONNX here: torch.export cannot follow torchvision's box "
+           "post-processing (non-maximum suppression, a number of boxes that depends on the image); use --format "
+           "torchscript, or `inspect-train predict`")
 
 
 @dataclass
@@ -108,12 +121,70 @@ def coco_files(tests: TestSet, outputs: Detections) -> tuple[dict, list[dict]]:
     return {"images": images, "annotations": annotations, "categories": categories}, results
 
 
+def write_detections(path: Path, files: list[Path], found: list[dict], classes: list[str],
+                     resolution: tuple[int, int], meta: dict) -> None:
+    """predict: every box the detector found, COCO style: the images (at the model's resolution, where the boxes
+    are), the defect types as categories, and the boxes as annotations with their score."""
+    h, w = resolution
+    annotations = []
+    for i, boxes in enumerate(found):
+        for (x0, y0, x1, y1), label, score in zip(boxes["boxes"].tolist(), boxes["labels"].tolist(),
+                                                  boxes["scores"].tolist()):
+            annotations.append({"id": len(annotations) + 1, "image_id": i, "category_id": int(label),
+                                "bbox": [round(x0, 2), round(y0, 2), round(x1 - x0, 2), round(y1 - y0, 2)],
+                                "area": round((x1 - x0) * (y1 - y0), 2), "score": round(float(score), 6)})
+    record = {"info": {"model": meta.get("architecture", {}).get("name"), "resolution": [h, w],
+                       "note": "boxes in pixels of the image resized to the model's resolution"},
+              "images": [{"id": i, "file_name": str(p), "width": w, "height": h} for i, p in enumerate(files)],
+              "categories": [{"id": k, "name": name} for k, name in enumerate(classes) if name != GOOD],
+              "annotations": annotations}
+    path.write_text(json.dumps(record))
+
+
+class BoxPrediction:
+    """predict: each image's best box score and the boxes kept at the threshold, an overlay of them, and every
+    box found in detections.json."""
+
+    header = ["file", "image_score", "boxes_kept", "predicted", "threshold", "boxes"]
+    folders = ("overlays",)
+    written = " with overlays/ and detections.json"
+
+    def __init__(self, threshold: float, meta: dict):
+        self.threshold, self.meta = threshold, meta
+        self.classes = [str(c) for c in meta["classes"]]
+        self.found: list[dict] = []
+
+    def batch(self, model, images, x, files: list[Path], stems: list[str], stage: Path) -> list[list]:
+        rows = []
+        for i, (path, stem, found) in enumerate(zip(files, stems, model(x))):
+            found = {k: v.detach().cpu() for k, v in found.items()}
+            self.found.append(found)
+            keep = found["scores"] >= self.threshold
+            best = float(found["scores"].max()) if len(found["scores"]) else 0.0
+            kept = int(keep.sum())
+            rows.append([str(path), f"{best:.8g}", kept, "defect" if kept else GOOD, f"{self.threshold:.8g}",
+                         box_text(found, self.classes, self.threshold)])
+            plain = draw_boxes(images[i], found["boxes"][:0], FOUND_COLOUR)
+            boxed = draw_boxes(images[i], found["boxes"][keep], FOUND_COLOUR)
+            panel = torch.cat([plain, boxed], dim=2)  # image | the boxes kept
+            Image.fromarray(panel.permute(1, 2, 0).numpy()).save(stage / "overlays" / f"{stem}.png")
+        return rows
+
+    def finish(self, stage: Path, files: list[Path]) -> None:
+        resolution = (int(self.meta["resolution"][0]), int(self.meta["resolution"][1]))
+        write_detections(stage / "detections.json", files, self.found, self.classes, resolution, self.meta)
+
+
 class DetectTask:
     name = "detect"
     settings_class = DetectSettings
     toy_preset, data_preset = "detect-tiny", "detect-256"
     headline = "map_50"
     find_unused_parameters = False
+    output_name = "detections"
+    output_description = ("detections: per image {boxes (M, 4) x0 y0 x1 y1 in pixels, scores (M,), labels (M,) "
+                          "class indices}")
+    export_refusals = {"onnx": NO_ONNX}
 
     def summary_metrics(self, settings: DetectSettings) -> list[str]:
         return ["map_50", "map_50_95", recall_key(settings.recall_fpr), "image_auroc"]
@@ -147,6 +218,12 @@ class DetectTask:
 
         return architecture("detect", settings.model, data.channels, num_classes=len(classes) - 1,
                             config=detector_config(settings.model_config()), size=data.size)
+
+    def build_from_architecture(self, record: dict):
+        from inspect_train.models.registry import create_detector
+
+        return create_detector(record["name"], record["in_chans"], record["num_classes"], tuple(record["size"]),
+                               record.get("config"))
 
     def learning_rate(self, settings: DetectSettings) -> float:
         return float(settings.model_config().get("lr", settings.lr))
@@ -279,6 +356,44 @@ class DetectTask:
         return {"score": box_f1_threshold(found, truths), "iou": 0.5,
                 "chosen_on": f"box F1 at IoU 0.5 on the {len(pool)} real training images (base-set defects + "
                              "train/good)"}
+
+    def predictor(self, meta: dict, threshold: float | None) -> BoxPrediction:
+        return BoxPrediction(stored_threshold(meta, threshold, "score", "box score"), meta)
+
+    def export_graph(self, model):
+        from inspect_train.models.detectors import ScriptedDetector
+
+        return ScriptedDetector(model).eval()
+
+    def compile_torchscript(self, graph, example, meta: dict):
+        """torch.jit.script, not a trace: the number of boxes depends on the image."""
+        try:
+            with quiet_jit():
+                return torch.jit.script(graph)
+        except Exception as err:  # noqa: BLE001 - the compiler's error, in one line
+            raise InputError(f"TorchScript compilation of detector '{meta['architecture'].get('name')}' failed: "
+                             f"{first_line(err)}") from None
+
+    def check_export(self, model, graph, path: Path, fmt: str, images) -> None:
+        """The exported detector must find PyTorch's boxes on `images`: the same number and labels, corners and
+        scores within TOLERANCE * 100 (corners are in pixels)."""
+        with quiet_jit(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r".*always returns a \(Losses, Detections\) tuple",
+                                    category=UserWarning)
+            loaded = torch.jit.load(str(path), map_location="cpu")
+            with torch.no_grad():
+                got, expected = loaded(images), model(images)
+        worst = 0.0
+        for a, b in zip(got, expected):
+            if a["boxes"].shape != b["boxes"].shape or not torch.equal(a["labels"], b["labels"]):
+                raise InputError("check failed: the exported detector finds other boxes than PyTorch; nothing written")
+            if len(a["boxes"]):
+                worst = max(worst, float((a["boxes"] - b["boxes"]).abs().max()),
+                            float((a["scores"] - b["scores"]).abs().max()))
+        print(f"check: max abs difference to PyTorch (boxes, scores) on a batch of {len(images)}: {worst:.3g}")
+        if not worst <= TOLERANCE * 100:
+            raise InputError(f"check failed: the exported detector differs from PyTorch by {worst:.3g}; "
+                             "nothing written")
 
 
 TASK = DetectTask()

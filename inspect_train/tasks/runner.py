@@ -10,7 +10,7 @@ A task supplies what differs (see `Task`): its classes, model, loss, evaluation,
 Output layout, the same for every task:
 
     OUT/config.yaml  manifest.json  results.json  report.md  summary.png
-    OUT/P<k>/<arm>/model.pt  predictions.csv          OUT/tb/P<k>/<arm>/   OUT/generators/ (dfmgan)
+    OUT/P<k>/<arm>/model.pt  predictions.csv          OUT/tb/P<k>/<arm>/   OUT/generators/ (learned generators)
 
 Open set (`classify --open-set`, see inspect_train.tasks.open_set): inside each partition the same arms run once
 per held-out defect type, on the partition without that type, into OUT/P<k>/<arm>/unknown-<type>/ (and
@@ -30,7 +30,7 @@ from typing import Any, Callable, Protocol
 import torch
 from torch import nn
 
-from generators.registry import AUGS, REAL_ONLY
+from generators.registry import REAL_ONLY, aug_names, get_spec
 from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
 from inspect_train.online import GOOD, OnlineBatches, RealPool
@@ -97,9 +97,9 @@ class Task(Protocol):
 
 def arms_from(augs: list[str], baseline: bool) -> list[str]:
     """The arms of a run in order: the real-only baseline first (unless dropped), then each --aug once."""
-    unknown = [a for a in augs if a not in AUGS]
+    unknown = [a for a in augs if a not in aug_names()]
     if unknown:
-        raise InputError(f"--aug {unknown[0]}: unknown (choose from {', '.join(AUGS)})")
+        raise InputError(f"--aug {unknown[0]}: unknown (choose from {', '.join(aug_names())})")
     if not baseline and BASELINE in augs:
         raise InputError("--aug none is the real-only baseline; it cannot go with --no-baseline")
     arms = ([BASELINE] if baseline else []) + [a for a in augs if a != BASELINE]
@@ -334,6 +334,13 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
 
 def run_command(task: Task, args) -> int:
     """One process, or every rank under `torchrun --nproc_per_node N -m inspect_train <task> ...`."""
+    run_task(task, args)
+    return 0
+
+
+def run_task(task: Task, args) -> tuple[Path, dict] | None:
+    """Train and evaluate every arm; (the output folder, the results as results.json holds them) on rank 0, None
+    on the other ranks."""
     from inspect_train.distributed import shutdown
     from inspect_train.tasks.common import start_run
 
@@ -367,48 +374,45 @@ def _open_set_types(task: Task, args, defect_types: list[str]) -> list[str] | No
     return held_out_types(named, defect_types)
 
 
+def portable_path(path: Path, base: Path) -> str:
+    """`path` as a model file or a generator checkpoint records it: relative to the run folder `base` when inside
+    it, else the file's name, so that no shipped file carries a path of the machine it was made on."""
+    path, base = Path(path).resolve(), Path(base).resolve()
+    return str(path.relative_to(base)) if path.is_relative_to(base) else path.name
+
+
 def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: CategoryData, out: Path, args,
-                    manifest_path: Path, device, ctx, say) -> Callable:
+                    manifest_path: str, device, ctx, say) -> Callable:
     """make(arm, partition, base_names) -> that arm's generator for the partition's base set.
 
-    DFMGAN generators are trained when missing (stage 1 once, stage 2 per partition and defect type) and cached
-    under --generators (default OUT/generators); inpaint painters (per partition and defect type) likewise, in
-    its inpaint/ folder. Each cache refuses generators trained on another base set.
+    Learned generators are trained when missing and cached under --generators (default OUT/generators), each kind
+    in its own folder there; each cache refuses generators trained on another base set. The caches are opened here,
+    before any arm trains, so a bad config fails at once.
     """
-    from inspect_train.tasks.generators import generator_factory, open_dfmgan_cache, open_inpaint_cache
+    from generators.spec import BuildRequest
+    from inspect_train.tasks import generators as learned
 
     folder = Path(args.generators) if args.generators else out / "generators"
-    inpaint_options = dict((settings.generators or {}).get("inpaint") or {})
-    cache = None
-    if "dfmgan" in arms or ("inpaint" in arms and inpaint_options.get("mask_source") == "dfmgan"):
-        preset = {"gan_config": settings.gan_config, "gan_backbone_steps": settings.gan_backbone_steps,
-                  "gan_defect_steps": settings.gan_defect_steps}
-        cache = open_dfmgan_cache(
-            data, preset, folder, seed=args.seed,
-            device=device, manifest_path=manifest_path,
-            progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
-    painters = None
-    if "inpaint" in arms:  # painters keep their own index in <generators>/inpaint
-        painters = open_inpaint_cache(
-            data, folder / "inpaint", seed=args.seed, device=device, manifest_path=manifest_path,
-            config=settings.inpaint_config, steps=settings.inpaint_steps, loss=settings.inpaint_loss,
-            progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
-    factories = {}
+    caches: dict = {}
     for arm in arms:
         if arm in REAL_ONLY:
             continue
-        options = dict((settings.generators or {}).get(arm) or {})
-        if arm == "dfmgan":
-            options.setdefault("paired_good", task.paired_good(settings))
-        factories[arm] = generator_factory(arm, data, device, options, cache, painters)
+        for name in get_spec(arm).needed(settings.generator_options(arm)):
+            if name not in caches:
+                caches[name] = learned.open_cache(
+                    name, data, settings.generator_options(name), folder, seed=args.seed, device=device,
+                    manifest_path=manifest_path, progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
 
     def make(arm: str, partition: int, base_names: dict[str, list[str]]):
-        return factories[arm](partition, base_names)
+        return learned.build_generator(arm, BuildRequest(
+            data, base_names, device, settings.generator_options(arm), paired_good=task.paired_good(settings),
+            checkpoints=lambda name: caches[name].checkpoints(partition, base_names),
+            data_for=lambda name: caches[name].data))
 
     return make
 
 
-def _run(task: Task, args, ctx) -> int:
+def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
     from inspect_train.commands._cmdline import command_line
     from inspect_train.data.category import load_category
     from inspect_train.data.images import parse_resolution
@@ -466,17 +470,19 @@ def _run(task: Task, args, ctx) -> int:
            **({"open_set": held_out} if held_out else {})}
     if ctx.is_main:
         write_config(settings, out / "config.yaml", run)
-    make = generator_maker(task, settings, arms, data, out, args, manifest_path, device, ctx, say)
+    make = generator_maker(task, settings, arms, data, out, args, portable_path(manifest_path, out), device, ctx,
+                           say)
     finished = FinishedArms(run_stamp(settings, args, data_root, category, data.size, manifest), args.resume)
     entries = []
-    trained_on = {"category": category, "data": str(data_root), "manifest": str(manifest_path), "seed": args.seed}
+    trained_on = {"category": category, "data": Path(data_root).resolve().name,
+                  "manifest": portable_path(manifest_path, out), "seed": args.seed}
     for k in args.partitions:
         say(f"P{k}: training {', '.join(arms)} for {settings.steps} steps each"
             + (f", once per held-out type ({', '.join(held_out)})" if held_out else ""))
         entries.append(run_partition(task, settings, data, manifest, k, arms, make, args.seed, device, out, ctx,
                                      trained_on, held_out_types=held_out, finished=finished))
     if not ctx.is_main:
-        return 0  # rank 0 evaluated and writes the results
+        return None  # rank 0 evaluated and writes the results
     n_synthetic = round(settings.synthetic_ratio * settings.batch_size)
     schedule = {"steps": settings.steps, "batch_size": settings.batch_size, "synthetic_per_batch": n_synthetic,
                 "real_per_batch": settings.batch_size - n_synthetic,
@@ -498,4 +504,4 @@ def _run(task: Task, args, ctx) -> int:
         record["open_set"] = open_set
     results = write_results(out, record)
     print_summary(results, out)
-    return 0
+    return out, results

@@ -5,25 +5,35 @@ Every arm trains on the base set's real defects, train/good and (generator arms)
 every batch; the test set is the partition's test defects plus all of test/good. Scores: pixel AP/AUROC,
 AUPRO up to 30% FPR, image AUROC/AP (image score = max of the smoothed map) and the best pixel F1. The
 decision threshold stored with each model is the pixel F1-best threshold on its TRAINING images.
+
+Shipped (predict, export): per image its defect map, the mask at the stored threshold and the image score, with
+an overlay (image | heat map | mask outlined); the exported graph gives the sigmoid defect map (N, 1, H, W), for
+DRAEM the map only, without its reconstruction.
 """
 
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from PIL import Image
+from scipy import ndimage
 
 from inspect_train.errors import InputError
-from inspect_train.metrics.segmentation import METRIC_KEYS
+from inspect_train.metrics.segmentation import METRIC_KEYS, image_scores
 from inspect_train.online import GOOD
 from inspect_train.settings import SegmentSettings
+from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
+from inspect_train.tasks.prediction import stored_threshold
 from inspect_train.tasks.runner import Evaluation, TestSet
 
 GRID_IMAGES = 8
 THRESHOLD_BINS = 1000
+HEAT_MAP = "inferno"
 
 
 class SegmentationLoss(nn.Module):
@@ -88,12 +98,80 @@ def f1_best_threshold(maps: torch.Tensor, masks: torch.Tensor, bins: int = THRES
     return float(edges[::-1][best + 1])
 
 
+def defect_logits(output):
+    """A segmenter's defect logits: DRAEM returns (reconstruction, logits), the others the logits alone."""
+    return output[-1] if isinstance(output, (tuple, list)) else output
+
+
+class DefectMap(nn.Module):
+    """The exported graph: the sigmoid defect map (N, 1, H, W) of any segmenter (DRAEM: without its
+    reconstruction)."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(defect_logits(self.net(images)))
+
+
+def heat_map_colours() -> np.ndarray:
+    """(256, 3) uint8 colour table; the map is drawn on a fixed 0..1 scale so images are comparable."""
+    from matplotlib import colormaps
+
+    return (colormaps[HEAT_MAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
+
+
+def overlay_panel(image: np.ndarray, prob: np.ndarray, mask: np.ndarray, colours: np.ndarray) -> np.ndarray:
+    """image | heat map | image with the mask tinted and outlined in red, side by side (H, 3W, 3) uint8."""
+    rgb = image if image.shape[2] == 3 else np.repeat(image, 3, axis=2)
+    heat = colours[np.clip(prob * 255 + 0.5, 0, 255).astype(np.uint8)]
+    tinted = rgb.astype(np.float32)
+    tinted[mask] = 0.55 * tinted[mask] + 0.45 * np.array([255.0, 0.0, 0.0])
+    edge = mask & ~ndimage.binary_erosion(mask, border_value=0)
+    tinted[edge] = (255.0, 0.0, 0.0)
+    return np.concatenate([rgb, heat, tinted.round().astype(np.uint8)], axis=1)
+
+
+class MapPrediction:
+    """predict: each image's score, its defect pixels at the threshold, an overlay and the mask as a PNG."""
+
+    header = ["file", "image_score", "defect_pixels", "predicted", "threshold"]
+    folders = ("overlays", "masks")
+    written = " with overlays/ and masks/"
+
+    def __init__(self, threshold: float, sigma: float):
+        self.threshold, self.sigma = threshold, sigma
+        self.colours = heat_map_colours()
+
+    def batch(self, model, images, x, files: list[Path], stems: list[str], stage: Path) -> list[list]:
+        maps = torch.sigmoid(defect_logits(model(x)).float())[:, 0].cpu().numpy()
+        scores = image_scores(maps, self.sigma)
+        pictures = images.permute(0, 2, 3, 1).numpy()
+        rows = []
+        for i, (path, stem) in enumerate(zip(files, stems)):
+            mask = maps[i] >= self.threshold
+            defects = int(mask.sum())
+            rows.append([str(path), f"{scores[i]:.8g}", defects, "defect" if defects else "good",
+                         f"{self.threshold:.8g}"])
+            Image.fromarray(overlay_panel(pictures[i], maps[i], mask, self.colours)).save(
+                stage / "overlays" / f"{stem}.png")
+            Image.fromarray((mask * 255).astype(np.uint8)).save(stage / "masks" / f"{stem}_mask.png")
+        return rows
+
+    def finish(self, stage: Path, files: list[Path]) -> None:
+        return None  # every image's files are written with its batch
+
+
 class SegmentTask:
     name = "segment"
     settings_class = SegmentSettings
     toy_preset, data_preset = "segment-tiny", "segment-256"
     headline = "pixel_ap"
     find_unused_parameters = True  # an smp encoder cut to fewer stages holds weights no forward uses
+    output_name = "defect_map"
+    output_description = "defect_map: sigmoid defect probability (N, 1, H, W)"
+    export_refusals: dict[str, str] = {}
 
     def summary_metrics(self, settings) -> list[str]:
         return list(METRIC_KEYS)
@@ -128,6 +206,11 @@ class SegmentTask:
         from inspect_train.models.registry import architecture
 
         return architecture("segment", settings.model, data.channels, config=settings.model_config())
+
+    def build_from_architecture(self, record: dict):
+        from inspect_train.models.registry import create_segmenter
+
+        return create_segmenter(record["name"], record["in_chans"], record.get("config"))
 
     def learning_rate(self, settings: SegmentSettings) -> float:
         return float(settings.model_config().get("lr", settings.lr))
@@ -169,7 +252,7 @@ class SegmentTask:
         """Metrics, the pixel and image PR curves, and image | true mask | predicted map for a few defects."""
         from torchvision.utils import make_grid
 
-        from inspect_train.metrics.segmentation import image_labels, image_scores
+        from inspect_train.metrics.segmentation import image_labels
 
         maps, step = evaluation.outputs, settings.steps
         for key, value in evaluation.metrics.items():
@@ -192,8 +275,6 @@ class SegmentTask:
 
     def prediction_rows(self, tests: TestSet, evaluation: Evaluation, threshold: dict | None,
                         settings: SegmentSettings) -> list[dict]:
-        from inspect_train.metrics.segmentation import image_scores
-
         maps = evaluation.outputs
         scores = image_scores(maps, float(settings.smooth_sigma))
         pixel = None if threshold is None else threshold["pixel"]
@@ -221,6 +302,19 @@ class SegmentTask:
         maps = predict_maps(model, pool.images, device, settings.eval_batch_size, settings.model == "draem")
         return {"pixel": f1_best_threshold(maps, pool.masks.cpu()), "smooth_sigma": float(settings.smooth_sigma),
                 "chosen_on": f"pixel F1 on the {len(pool)} real training images (base-set defects + train/good)"}
+
+    def predictor(self, meta: dict, threshold: float | None) -> MapPrediction:
+        pixel = stored_threshold(meta, threshold, "pixel", "pixel")
+        return MapPrediction(pixel, float((meta.get("threshold") or {}).get("smooth_sigma", 4.0)))
+
+    def export_graph(self, model):
+        return DefectMap(model).eval()
+
+    def compile_torchscript(self, graph, example, meta: dict):
+        return trace_torchscript(graph, example, meta)
+
+    def check_export(self, model, graph, path: Path, fmt: str, images) -> None:
+        check_probabilities(graph, path, fmt, images)
 
 
 TASK = SegmentTask()
