@@ -307,3 +307,25 @@ def test_a_foreign_file_is_refused_by_generate_with_what_it_takes(tmp_path, caps
     assert main(["generate", "--checkpoint", str(path), "--n", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "is a something-else file" in err and KIND in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_package_outside_the_repository_registers_through_its_entry_point(tmp_path, monkeypatch):
+    """An installed package names a module in the `inspect_train.generators` group; the first lookup imports it."""
+    from importlib import metadata
+
+    import generators.registry as registry
+
+    (tmp_path / "outside_plugin.py").write_text(
+        "from generators.registry import register_generator\n"
+        "from generators.spec import GeneratorSpec\n"
+        "register_generator(GeneratorSpec('outside', 'declared by another package', lambda request: None))\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    entry = metadata.EntryPoint("outside", "outside_plugin", registry.ENTRY_POINT_GROUP)
+    monkeypatch.setattr(registry.metadata, "entry_points",
+                        lambda group: [entry] if group == registry.ENTRY_POINT_GROUP else [])
+    monkeypatch.setattr(registry, "_loaded", False)
+    try:
+        assert "outside" in registry.generator_names() and "outside" in registry.aug_names()
+        assert "crop-paste" in registry.generator_names()  # the built-in ones stay
+    finally:
+        unregister_generator("outside")

@@ -15,6 +15,7 @@ modules, D and D_match averaged).
 from __future__ import annotations
 
 import copy
+import os
 import re
 from pathlib import Path
 
@@ -54,6 +55,11 @@ def stage2_ema(G: Generator, backbone_state: dict) -> Generator:
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     G_ema.load_state_dict({**G.state_dict(), **backbone_state["G_ema"]})  # strict: every key of both must fit
     return G_ema
+
+
+def relative_to_folder(path: Path, folder: Path) -> str:
+    """The backbone as the checkpoint records it: from the checkpoint's folder, so no machine's path is shipped."""
+    return os.path.relpath(Path(path).resolve(), Path(folder).resolve())
 
 
 def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks: torch.Tensor, defect_type: str,
@@ -124,7 +130,8 @@ def train_defect(backbone_ckpt: Path, defect_images: torch.Tensor, defect_masks:
     def snapshot() -> dict:  # collective under torchrun: every rank calls it at the same steps
         return {"kind": "dfmgan-defect", "config": net_config, "stage2": stage, "channels": channels,
                 "resolution": resolution_value(size), "defect_type": defect_type,
-                "backbone_checkpoint": str(Path(backbone_ckpt).resolve()), "n_train_images": int(defect_images.shape[0]),
+                "backbone_checkpoint": relative_to_folder(backbone_ckpt, out_dir),
+                "n_train_images": int(defect_images.shape[0]),
                 **run_state(parts, ctx, dev, step, seed), **(extra or {}),
                 **({"mask_guard": guard.record()} if guard.enabled else {})}
 

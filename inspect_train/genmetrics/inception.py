@@ -15,6 +15,7 @@ import torch
 from torch import nn
 from torch_fidelity.feature_extractor_inceptionv3 import URL_INCEPTION_V3, FeatureExtractorInceptionV3
 
+from inspect_train.checkpoint import load_weights_only
 from inspect_train.errors import InputError
 from inspect_train.genmetrics.weights import find_weights
 
@@ -79,8 +80,12 @@ def build_inception(
         source = "random-init (test only)"
     else:
         path = find_weights(weights, URL_INCEPTION_V3, "Inception-v3 (KID)", "--inception-weights")
+        # Read here with the weights-only unpickler (a user's file runs no code), then handed over as a buffer.
+        state = io.BytesIO()
+        torch.save(load_weights_only(Path(path), "weights file"), state)
+        state.seek(0)
         try:
-            model = FeatureExtractorInceptionV3(NAME, [FEATURE], feature_extractor_weights_path=str(path))
+            model = FeatureExtractorInceptionV3(NAME, [FEATURE], feature_extractor_weights_path=state)
         except (RuntimeError, pickle.UnpicklingError, EOFError, OSError, KeyError, AttributeError) as err:
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             raise InputError(f"{path}: not torch-fidelity Inception-v3 weights ({type(err).__name__}: {first[:160]})") from None

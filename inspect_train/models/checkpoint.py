@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from inspect_train.atomic import write_atomic
+from inspect_train.checkpoint import load_weights_only
 from inspect_train.errors import InputError
 from inspect_train.models.normalise import Normalised
 from inspect_train.tasks.registry import UnknownTask, get_task, task_names
@@ -59,12 +61,7 @@ def save_model(path: str | Path, model: nn.Module, *, architecture: dict, classe
         "saved": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "state_dict": {k: v.detach().cpu() for k, v in net.state_dict().items()},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(record, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomic(path, lambda tmp: torch.save(record, tmp))
 
 
 def read_model_file(path: str | Path) -> dict[str, Any]:
@@ -72,10 +69,7 @@ def read_model_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: model file not found")
-    try:
-        record = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is one user error
-        raise InputError(f"{path}: not a readable model file ({type(err).__name__})") from None
+    record = load_weights_only(path, "model file")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         hint = " (a DFMGAN generator checkpoint: use `generate`)" if isinstance(record, dict) and "kind" in record else ""
         raise InputError(f"{path}: not an inspect-train model file{hint}; use OUT/P<k>/<arm>/model.pt of a "

@@ -185,6 +185,7 @@ class DetectTask:
     output_description = ("detections: per image {boxes (M, 4) x0 y0 x1 y1 in pixels, scores (M,), labels (M,) "
                           "class indices}")
     export_refusals = {"onnx": NO_ONNX}
+    saved_types = (Detections,)  # what a finished arm's outputs hold besides tensors and arrays (--resume reads it)
 
     def summary_metrics(self, settings: DetectSettings) -> list[str]:
         return ["map_50", "map_50_95", recall_key(settings.recall_fpr), "image_auroc"]

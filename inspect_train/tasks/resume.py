@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-
+from inspect_train.checkpoint import NUMPY_ARRAYS, RefusedFile, load_weights_only, save_checkpoint
 from inspect_train.errors import InputError
 
 FINISHED = "finished.pt"
@@ -47,12 +46,9 @@ def partition_stamp(stamp: dict, partition: int, held_out: str | None) -> dict:
 
 
 def save_finished(folder: Path, stamp: dict, evaluation, run: dict, served: set) -> Path:
-    path = folder / FINISHED
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"stamp": stamp, "metrics": evaluation.metrics, "outputs": evaluation.outputs,
-                "unknown_scores": evaluation.unknown_scores, "run": run,
-                "served_real": sorted(list(item) for item in served)}, path)
-    return path
+    return save_checkpoint({"stamp": stamp, "metrics": evaluation.metrics, "outputs": evaluation.outputs,
+                            "unknown_scores": evaluation.unknown_scores, "run": run,
+                            "served_real": sorted(list(item) for item in served)}, folder / FINISHED)
 
 
 def _differences(saved: dict, wanted: dict, prefix: str = "") -> list[str]:
@@ -71,8 +67,9 @@ def _short(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def read_finished(folder: Path, stamp: dict, label: str) -> dict | None:
-    """The arm finished earlier in `folder` with this stamp, or None when it never finished there.
+def read_finished(folder: Path, stamp: dict, label: str, allowed: tuple = ()) -> dict | None:
+    """The arm finished earlier in `folder` with this stamp, or None when it never finished there. It is read
+    with the weights-only unpickler: tensors, plain values, numpy arrays and the task's `allowed` output types.
 
     A finished arm with another stamp is an error: reading it would mix two configurations in one table, and
     training over it would silently replace a result."""
@@ -80,9 +77,11 @@ def read_finished(folder: Path, stamp: dict, label: str) -> dict | None:
     if not path.is_file():
         return None
     try:
-        saved = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as exc:  # a file cut short by a killed run: train the arm again
-        print(f"{label}: {path} cannot be read ({type(exc).__name__}); training it again")
+        saved = load_weights_only(path, "finished arm", allowed=(*NUMPY_ARRAYS, *allowed))
+    except RefusedFile:
+        raise
+    except InputError:  # a file cut short by a killed run: train the arm again
+        print(f"{label}: {path} cannot be read; training it again")
         return None
     differences = _differences(saved.get("stamp", {}), stamp)
     if differences:
@@ -98,11 +97,12 @@ class FinishedArms:
 
     stamp: dict
     resume: bool = False
+    allowed: tuple = ()  # the task's own types in its evaluation outputs (a detector's Detections)
 
     def read(self, folder: Path, partition: int, held_out: str | None, label: str) -> dict | None:
         if not self.resume:
             return None
-        return read_finished(folder, partition_stamp(self.stamp, partition, held_out), label)
+        return read_finished(folder, partition_stamp(self.stamp, partition, held_out), label, self.allowed)
 
     def save(self, folder: Path, partition: int, held_out: str | None, evaluation, run: dict, served: set) -> Path:
         return save_finished(folder, partition_stamp(self.stamp, partition, held_out), evaluation, run, served)

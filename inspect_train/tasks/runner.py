@@ -88,6 +88,8 @@ class Task(Protocol):
     def decision_threshold(self, model, pool: RealPool, settings, device) -> dict | None: ...
     # Optional: write_outputs(folder, tests, evaluation, threshold, settings) writes a task's own files beside
     # predictions.csv (detect: the test set and the detections as COCO JSON).
+    # Optional: saved_types, the classes of its own in Evaluation.outputs (read back by --resume, which unpickles
+    # tensors, plain values and numpy arrays only, and these).
     # A task that can run --open-set also has `open_set_metrics: list[str]` (what such a run summarises) and
     # `open_set_headline: str`, and its evaluate() scores the TestSet's `unknown` images (see tasks.classify).
 
@@ -472,7 +474,8 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
         write_config(settings, out / "config.yaml", run)
     make = generator_maker(task, settings, arms, data, out, args, portable_path(manifest_path, out), device, ctx,
                            say)
-    finished = FinishedArms(run_stamp(settings, args, data_root, category, data.size, manifest), args.resume)
+    finished = FinishedArms(run_stamp(settings, args, data_root, category, data.size, manifest), args.resume,
+                            tuple(getattr(task, "saved_types", ())))
     entries = []
     trained_on = {"category": category, "data": Path(data_root).resolve().name,
                   "manifest": portable_path(manifest_path, out), "seed": args.seed}
