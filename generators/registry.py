@@ -2,7 +2,7 @@
 
 The built-in packages register themselves when `BUILT_IN` is imported; a package outside this repository
 registers through the entry point group `inspect_train.generators` (each entry point names a module, imported
-once, whose import registers its specs). `AUGS` adds the two arms that draw no synthetic sample: `none` (real
+once, whose import registers its specs). `aug_names()` adds the two arms that draw no synthetic sample: `none` (real
 only, the baseline) and `classic` (flips, turns and colour jitter on the real images).
 
 Only the base-set images of a partition (and train/good) are handed to a generator, so no test image of the

@@ -56,14 +56,16 @@ class BuildRequest:
     checkpoints: Callable[[str], dict[str, Path]] | None = None
     data_for: Callable[[str], "CategoryData"] | None = None
 
-    def base_sets(self) -> dict:
-        """The ImageSets of each defect type restricted to the partition's base names."""
+    def base_sets(self, data: "CategoryData | None" = None) -> dict:
+        """The ImageSets of each defect type restricted to the partition's base names, from `data` (default: the
+        task's; a learned generator passes its own-size data)."""
         from inspect_train.errors import InputError
 
-        unknown = sorted(set(self.base_names) - set(self.data.defects))
+        data = data if data is not None else self.data
+        unknown = sorted(set(self.base_names) - set(data.defects))
         if unknown:
-            raise InputError(f"defect type(s) {unknown} are not in the data ({self.data.defect_types})")
-        return {t: self.data.defects[t].select(names) for t, names in self.base_names.items()}
+            raise InputError(f"defect type(s) {unknown} are not in the data ({data.defect_types})")
+        return {t: data.defects[t].select(names) for t, names in self.base_names.items()}
 
 
 @dataclass
@@ -138,6 +140,11 @@ class GeneratorSpec:
     requires: Callable[[dict], tuple[str, ...]] = lambda options: ()
     check_options: Callable[[dict], None] | None = None
     old_keys: dict[str, str] = field(default_factory=dict)  # a task preset's former top-level key -> option key
+
+    def flag_values(self, args, command: str) -> dict:
+        """{option key: value} of this generator's flags that `command`'s parsed `args` were given."""
+        return {o.key: getattr(args, o.dest) for o in self.options
+                if o.flag and command in o.commands and getattr(args, o.dest, None) is not None}
 
     def needed(self, options: dict) -> tuple[str, ...]:
         """The learned generators an arm of this kind trains or reuses, itself first."""

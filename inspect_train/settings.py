@@ -154,11 +154,10 @@ def resolve_settings(settings_class: type, task: str, preset: str, args) -> Task
     if getattr(args, "with_good", False):
         settings.with_good = True
     generators = {name: dict(options or {}) for name, options in (settings.generators or {}).items()}
-    for spec in specs():
-        for option in spec.options:
-            value = getattr(args, option.dest, None) if option.flag else None
-            if value is not None:  # a flag given: it overrides the preset's generators.<name>.<key>
-                generators.setdefault(spec.name, {})[option.key] = value
+    for spec in specs():  # a flag given overrides the preset's generators.<name>.<key>
+        given = spec.flag_values(args, task)
+        if given:
+            generators[spec.name] = {**generators.get(spec.name, {}), **given}
     settings.generators = generators
     encoder = getattr(args, "encoder", None)
     if encoder:

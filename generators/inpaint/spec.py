@@ -48,8 +48,8 @@ def build(request: BuildRequest) -> InpaintGenerator:
     if uses_dfmgan_masks(options) and mask_checkpoints is None:
         mask_checkpoints = request.checkpoints("dfmgan")
     data = request.data_for("inpaint")
-    base = BuildRequest(data, request.base_names, request.device, {}).base_sets()
-    return build_inpaint_generator(request.checkpoints("inpaint"), data.train_good, base, request.device,
+    return build_inpaint_generator(request.checkpoints("inpaint"), data.train_good, request.base_sets(data),
+                                   request.device,
                                    mask_source=options.get("mask_source") or "base",
                                    mask_checkpoints=mask_checkpoints, mask_options=options.get("mask_options"))
 

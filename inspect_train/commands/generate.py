@@ -109,8 +109,7 @@ def run_generate(args) -> int:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     spec, mapping, first = read_generator_checkpoints(args.checkpoint, args.category)
-    options = {o.key: getattr(args, o.dest) for o in spec.options
-               if o.flag and "generate" in o.commands and getattr(args, o.dest, None) is not None}
+    options = spec.flag_values(args, "generate")
     if spec.check_options:
         spec.check_options(options)
     size = spec.learned.size_of(first)

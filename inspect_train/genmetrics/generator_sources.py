@@ -165,22 +165,19 @@ class GeneratorSources:
             spec = get_spec(name)
             if spec.learned is not None:
                 self.trained[name] = generator_checkpoints(args, spec, explicit.get(name, {}), split, args.category)
+        # each learned generator's own size, as its first checkpoint records it
+        self.sizes = {name: tuple(get_spec(name).learned.size_of(read_checkpoint(next(iter(found.values())))))
+                      for name, (found, _) in self.trained.items()}
         self.options = {}
         for name in args.aug:
             spec = get_spec(name)
-            self.options[name] = {o.key: getattr(args, o.dest) for o in spec.options if o.flag
-                                  and "evaluate-gen" in o.commands and getattr(args, o.dest, None) is not None}
+            self.options[name] = spec.flag_values(args, "evaluate-gen")
             if spec.check_options:
                 spec.check_options(self.options[name])
 
-    def own_size(self, name: str) -> tuple[int, int]:
-        """A learned generator's size, as its first checkpoint records it."""
-        checkpoints = self.trained[name][0]
-        return tuple(get_spec(name).learned.size_of(read_checkpoint(next(iter(checkpoints.values())))))
-
     def default_size(self) -> tuple[int, int] | None:
         """The first learned generator's own size, if any is scored."""
-        return self.own_size(next(iter(self.trained))) if self.trained else None
+        return next(iter(self.sizes.values()), None)
 
     def build(self, data, size: tuple[int, int], channels: int, device, seed: int, batch: int) -> list[Source]:
         sources = []
@@ -192,7 +189,7 @@ class GeneratorSources:
                 record = {"kind": "classic", "built_from": f"partition {self.split.partition} base set + train/good"}
             else:
                 checkpoints, origin = self.trained[name]
-                own = self.own_size(name)
+                own = self.sizes[name]
                 # A learned generator works at its own size (the data is loaded again at that size, still base set +
                 # train/good only); its samples are resized to `size` like every other's.
                 own_data = data if tuple(own) == tuple(size) else base_only_data(self.index, self.split, own)

@@ -4,11 +4,15 @@ no pretrained weights (and KID / clustered LPIPS where their networks were found
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from inspect_train.genmetrics.diversity import mean_pairwise_distance
 from inspect_train.genmetrics.evaluate import score_pair
 from inspect_train.genmetrics.mask_stats import mask_distance, mask_features, mask_iou_diversity, summarize
 from inspect_train.genmetrics.two_sample import classifier_features, two_sample_test
+
+if TYPE_CHECKING:
+    from inspect_train.genmetrics.generator_sources import Source
 
 
 def score_defect(defect: str, real, sources: list[Source], extractor, nets: tuple, args,
