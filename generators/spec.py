@@ -25,7 +25,8 @@ TASK_COMMANDS = ("classify", "segment", "detect")
 class Option:
     """One setting of a generator: `key` under `generators.<name>` in a preset and config.yaml; `flag`, when
     set, is the command-line flag that overrides it, taken by every command named in `commands` (the task
-    commands by default) with the same meaning in each."""
+    commands by default) with the same meaning in each. `type` is the flag's argparse type; a validator of
+    inspect_train.validators (positive_int, fraction, ...) also checks the preset's value."""
 
     key: str
     flag: str | None = None
@@ -108,8 +109,10 @@ class Learned:
     checkpoint_file(defect) -> the file name `train` writes in TrainJob.out; train(job) -> that checkpoint;
     load(checkpoints {defect: path}, data, base_names, device, options) -> a DefectGenerator (for `generate`
     and `evaluate-gen`; `data` is at `size_of`'s size, restricted to train/good and the base images);
-    size_of(checkpoint state) -> its (H, W); needs_goods: `generate` must be given --data/--category (it paints on
-    real train/good images); add_commands(gan subparsers): its `gan fit-...` commands."""
+    size_of(checkpoint state) -> its (H, W); keys: what every complete checkpoint of it holds (a file without
+    them is refused in one line before `load` or `size_of` read it); needs_goods: `generate` must be given
+    --data/--category (it paints on real train/good images); add_commands(gan subparsers): its `gan fit-...`
+    commands."""
 
     kind: str
     folder: str
@@ -120,6 +123,7 @@ class Learned:
     train: Callable[[TrainJob], Path]
     load: Callable[..., Any]
     size_of: Callable[[dict], tuple[int, int]]
+    keys: tuple[str, ...] = ("defect_type",)
     needs_goods: bool = False
     add_commands: Callable[[Any], None] | None = None
     item: Callable[[int, str], str] = lambda partition, defect: f"P{partition} '{defect}'"

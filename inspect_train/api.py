@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import argparse
 import csv
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from inspect_train.errors import InputError
+from inspect_train.tasks.registry import get_task
 
 __all__ = ["Run", "classify", "segment", "detect", "train", "evaluate_gen", "generate", "predict", "export"]
 
@@ -68,7 +70,7 @@ def _argv(parser: argparse.ArgumentParser, command: list[str], options: dict[str
 
 def parse(command: list[str], options: dict[str, Any]):
     """The namespace the command line would build for `inspect-train <command> <options as flags>`."""
-    from inspect_train.cli import build_parser
+    from inspect_train.cli import build_parser  # import cycle: cli imports inspect_train, whose __init__ imports this
 
     parser = build_parser(only=command[0])
     argv = [*command, *_argv(parser, command, options)]
@@ -81,8 +83,7 @@ def parse(command: list[str], options: dict[str, Any]):
 def train(task: str, **options) -> Run:
     """Train and evaluate every arm of a registered task (classify, segment, detect, or one a plug-in registers)
     through the protocol runner; on the other ranks of a torchrun group the results are None."""
-    from inspect_train.tasks.registry import get_task
-    from inspect_train.tasks.runner import run_task
+    from inspect_train.tasks.runner import run_task  # keeps `import inspect_train` free of torch (the runner needs it)
 
     done = run_task(get_task(task), parse([task], options))
     return Run(*done) if done else Run(Path(options.get("out") or "."), None)
@@ -105,15 +106,13 @@ def detect(**options) -> Run:
 
 def evaluate_gen(**options) -> Run:
     """`inspect-train evaluate-gen`: judge generators against a partition's base set, before any training."""
-    from inspect_train.commands.evaluate_gen import evaluate_generators
+    from inspect_train.commands.evaluate_gen import evaluate_generators  # keeps `import inspect_train` free of torch
 
     return Run(*evaluate_generators(parse(["evaluate-gen"], options)))
 
 
 def generate(**options) -> Run:
     """`inspect-train generate`: write a learned generator's samples; results: the generate.json record."""
-    import json
-
     args = parse(["generate"], options)
     args.func(args)
     out = Path(args.out)
@@ -122,7 +121,7 @@ def generate(**options) -> Run:
 
 def predict(**options) -> Run:
     """`inspect-train predict`: run a model file on new images; results: the rows of predictions.csv."""
-    from inspect_train.commands.predict import CSV_NAME
+    from inspect_train.commands.predict import CSV_NAME  # keeps `import inspect_train` free of torch
 
     args = parse(["predict"], options)
     args.func(args)
@@ -133,7 +132,7 @@ def predict(**options) -> Run:
 
 def export(**options) -> Run:
     """`inspect-train export`: write a model file as ONNX or TorchScript; out: the exported file."""
-    from inspect_train.commands.export import default_out
+    from inspect_train.commands.export import default_out  # keeps `import inspect_train` free of torch
 
     args = parse(["export"], options)
     args.func(args)

@@ -17,6 +17,7 @@ import sys
 from inspect_train import __version__
 from inspect_train.commands import BEFORE_TASKS, COMMANDS
 from inspect_train.errors import EXIT_INPUT_ERROR, InputError
+from inspect_train.output_paths import write_error_line
 from inspect_train.tasks.registry import get_task, task_entries
 
 def run_task(name: str, args) -> int:
@@ -63,7 +64,10 @@ def command_of(argv: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    args = build_parser(only=command_of(argv)).parse_args(argv)
+    try:
+        args = build_parser(only=command_of(argv)).parse_args(argv)
+    except SystemExit as stop:  # argparse refused a flag (one line on stderr already), or --help / --version
+        return stop.code if isinstance(stop.code, int) else EXIT_INPUT_ERROR
     try:
         result = args.func(args)
     except InputError as err:
@@ -72,6 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("inspect-train: interrupted", file=sys.stderr)
         return 130
+    except OSError as err:  # a place that cannot be written (a full disk, a folder made read-only meanwhile)
+        line = write_error_line(err)
+        if line is None:
+            raise
+        print(f"inspect-train: error: {line}", file=sys.stderr)
+        return EXIT_INPUT_ERROR
     return int(result or 0)
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
 
@@ -100,10 +101,25 @@ def get_partition(manifest: dict, number: int) -> dict:
     raise InputError(f"partition {number} is not in the manifest (it has {available})")
 
 
-def manifest_for_run(index: CategoryIndex, manifest_path: str | None, out_dir: Path, partitions: int, seed: int) -> tuple[dict, Path]:
-    """Use the given manifest, or make one the same way `data split` does and keep it with the run's outputs."""
+@dataclass
+class RunManifest:
+    """The split a run or a generator training uses: read from --manifest, or made here (seeded) and kept in the
+    output folder by `keep()` once every input is checked, so a refused command writes nothing."""
+
+    manifest: dict
+    path: Path
+    made: bool
+
+    def keep(self) -> Path:
+        if self.made:
+            write_json_atomic(self.manifest, self.path)
+        return self.path
+
+
+def manifest_for_run(index: CategoryIndex, manifest_path: str | None, out_dir: Path, partitions: int,
+                     seed: int) -> RunManifest:
+    """Use the given manifest, or make one the same way `data split` does, to keep with the run's outputs."""
     if manifest_path:
-        return read_manifest(manifest_path, index), Path(manifest_path).resolve()
+        return RunManifest(read_manifest(manifest_path, index), Path(manifest_path).resolve(), made=False)
     manifest = make_manifest(index, partitions=partitions, seed=seed)
-    path = write_json_atomic(manifest, Path(out_dir) / "manifest.json")
-    return manifest, path.resolve()
+    return RunManifest(manifest, (Path(out_dir) / "manifest.json").resolve(), made=True)

@@ -21,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from inspect_train.errors import InputError
+from inspect_train.models.checkpoint import package_versions
 from inspect_train.protocol import read_json, write_json_atomic
+from inspect_train.report_chart import headline_chart
 
 RESULTS_NAME = "results.json"
 REPORT_NAME = "report.md"
@@ -84,8 +86,6 @@ def run_record(*, task: str, arms: list[str], baseline: str | None, metrics: lis
                command: str, config: dict, manifest, schedule: dict, partitions: list[dict],
                started: float) -> dict:
     """The results dict of one run (without its summary, which write_results adds)."""
-    from inspect_train.models.checkpoint import package_versions
-
     finished = time.time()
     return {
         "schema": SCHEMA,
@@ -117,8 +117,6 @@ def write_results(out_dir: str | Path, results: dict) -> dict:
     write_json_atomic(results, out_dir / RESULTS_NAME)
     chart = None
     try:
-        from inspect_train.report_chart import headline_chart
-
         chart = headline_chart(results, out_dir / CHART_NAME)
     except ValueError:
         chart = None  # nothing measured to draw (e.g. every value undefined)

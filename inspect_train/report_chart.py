@@ -7,7 +7,7 @@ from pathlib import Path
 
 def headline_chart(results: dict, path: str | Path) -> Path:
     """A bar per arm; raises ValueError when no arm has a value to draw."""
-    import matplotlib
+    import matplotlib  # heavy optional dependency: only the summary chart needs it
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

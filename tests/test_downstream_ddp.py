@@ -85,10 +85,11 @@ def test_classify_ranks_hold_identical_weights(classify_run, arm):
         assert any(not torch.equal(init[k], rank1[k]) for k in init if k.endswith("weight"))
 
 
-def test_segment_two_processes_on_toy(tmp_path):
-    """Without --data: rank 0 writes the toy dataset, rank 1 waits for it."""
+def test_segment_two_processes_on_toy(tmp_path, fast_presets):
+    """Without --data: rank 0 writes the toy dataset, rank 1 waits for it (segment-tiny, 20 bootstrap resamples)."""
     out = tmp_path / "seg"
-    proc = torchrun(["segment", "--aug", "perlin", "--model", "unet", "--partitions", "1", "--steps", "2",
+    proc = torchrun(["segment", "--config", fast_presets["segment"], "--aug", "perlin", "--model", "unet",
+                     "--partitions", "1", "--steps", "2",
                      "--batch-size", "8", "--threads", "1", "--quiet", "--device", "cpu", "--out", str(out)],
                     tmp_path, tmp_path / "dump")
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -105,10 +106,11 @@ def test_segment_two_processes_on_toy(tmp_path):
 
 
 
-def test_detect_two_processes_on_toy(tmp_path):
+def test_detect_two_processes_on_toy(tmp_path, fast_presets):
     """Rank 0 alone runs the COCO evaluator: it must not wait to gather from rank 1, which waits at a barrier."""
     out = tmp_path / "det"
-    proc = torchrun(["detect", "--aug", "crop-paste", "--partitions", "1", "--steps", "2", "--batch-size", "4",
+    proc = torchrun(["detect", "--config", fast_presets["detect"], "--aug", "crop-paste", "--partitions", "1",
+                     "--steps", "2", "--batch-size", "4",
                      "--threads", "1", "--quiet", "--device", "cpu", "--out", str(out)], tmp_path, tmp_path / "dump")
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("results: ") == 1

@@ -130,18 +130,9 @@ def toy_generators():
 
 
 @pytest.fixture(scope="module")
-def presets(tiny_config, tmp_path_factory):
+def presets(tiny_config, fast_presets):
     """The tests' tiny presets, with fewer bootstrap resamples: the paired tests still run, on less work."""
-    import yaml
-
-    folder = tmp_path_factory.mktemp("presets")
-    out = {"classify": tiny_config}
-    for task in ("segment", "detect"):
-        config = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / f"{task}-tiny.yaml").read_text())
-        config["bootstrap_resamples"] = 20
-        out[task] = str(folder / f"{task}.yaml")
-        Path(out[task]).write_text(yaml.safe_dump(config))
-    return out
+    return {"classify": tiny_config, **fast_presets}
 
 
 def task_options(task: str, toy_root, presets, out: Path, **more) -> dict:
@@ -306,7 +297,7 @@ def test_a_foreign_file_is_refused_by_generate_with_what_it_takes(tmp_path, caps
     path = save_checkpoint({"kind": "something-else"}, tmp_path / "x.pt")
     assert main(["generate", "--checkpoint", str(path), "--n", "2", "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
-    assert "is a something-else file" in err and KIND in err and len(err.strip().splitlines()) == 1
+    assert "a 'something-else' file" in err and KIND in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_package_outside_the_repository_registers_through_its_entry_point(tmp_path, monkeypatch):

@@ -72,9 +72,38 @@ def test_stamp_ignores_what_does_not_change_an_arm():
     split = {"seed": 0, "partitions": [{"partition": 1, "defects": {"hole": {"base": ["a.png"], "test": ["b.png"]}}}]}
     base = dict(aug=["crop-paste"], partitions=[1], out="a", threads=1, quiet=False, device="cpu", resume=False,
                 seed=0, generators=None)
-    one = run_stamp(settings, Namespace(**base), "d", "toy", (32, 32), split)
-    other = run_stamp(settings, Namespace(**{**base, "aug": ["none"], "partitions": [2], "out": "b", "threads": 2,
-                                            "quiet": True, "resume": True}), "d", "toy", (32, 32), split)
+    one = run_stamp("classify", settings, Namespace(**base), "digest", "toy", (32, 32), split)
+    other = run_stamp("classify", settings, Namespace(**{**base, "aug": ["none"], "partitions": [2], "out": "b",
+                                                         "threads": 2, "quiet": True, "resume": True,
+                                                         "generators": "elsewhere"}),
+                      "digest", "toy", (32, 32), split)
     assert one == other
-    assert one != run_stamp(settings, Namespace(**{**base, "seed": 1}), "d", "toy", (32, 32), split)
+    assert one != run_stamp("classify", settings, Namespace(**{**base, "seed": 1}), "digest", "toy", (32, 32), split)
+    assert one != run_stamp("classify", settings, Namespace(**base), "other data", "toy", (32, 32), split)
+    assert one != run_stamp("segment", settings, Namespace(**base), "digest", "toy", (32, 32), split)
     assert json.loads(json.dumps(one)) == one
+
+
+def test_an_arm_is_stamped_with_its_own_generators_only():
+    from argparse import Namespace
+
+    from inspect_train.settings import ClassifySettings
+    from inspect_train.tasks.resume import arm_stamp
+
+    split = {"seed": 0, "partitions": [{"partition": 1, "defects": {"hole": {"base": ["a.png"], "test": ["b.png"]}}}]}
+    args = Namespace(aug=["crop-paste"], seed=0)
+
+    def stamps(generators):
+        stamp = run_stamp("classify", ClassifySettings(generators=generators), args, "d", "toy", (32, 32), split)
+        return {arm: arm_stamp(stamp, arm, 1, None) for arm in ("none", "crop-paste", "inpaint", "dfmgan")}
+
+    plain = stamps({})
+    painter = stamps({"inpaint": {"steps": 7}})
+    assert painter["none"] == plain["none"] and painter["crop-paste"] == plain["crop-paste"]
+    assert painter["dfmgan"] == plain["dfmgan"]
+    assert painter["inpaint"] != plain["inpaint"]
+    assert painter["inpaint"]["settings"]["generators"] == {"inpaint": {"steps": 7}}
+    # the painter drawing DFMGAN's masks depends on DFMGAN's settings too
+    both = stamps({"inpaint": {"mask_source": "dfmgan"}, "dfmgan": {"defect_steps": 2}})
+    assert set(both["inpaint"]["settings"]["generators"]) == {"inpaint", "dfmgan"}
+    assert both["crop-paste"] == plain["crop-paste"]

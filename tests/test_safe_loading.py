@@ -97,3 +97,54 @@ def test_a_checkpoint_of_a_newer_format_is_named(tmp_path, capsys):
     torch.save({"kind": "dfmgan-defect", "checkpoint_version": VERSION + 1}, path)
     assert main(["generate", "--checkpoint", str(path), "--n", "2", "--out", str(tmp_path / "o")]) == 2
     assert "is newer than this inspect-train reads" in capsys.readouterr().err
+
+
+def foreign_cases(toy_root, tmp, finished_run):
+    """Files that load safely but are not what the command needs: another kind, our kind without its contents,
+    weights that fit no network, a list where a finished arm belongs."""
+    data = ["--data", str(toy_root), "--category", "toy"]
+    files = {"plain": {"a": 1}, "list": [1, 2],
+             "incomplete defect": {"kind": "dfmgan-defect"},
+             "incomplete backbone": {"kind": "dfmgan-backbone"},
+             "wrong weights": {"kind": "inpaint-painter", "config": {"resolution": 32}, "channels": 3,
+                               "resolution": 32, "defect_type": "hole", "painter_ema": {"x": torch.zeros(2)}}}
+    paths = {}
+    for name, content in files.items():
+        paths[name] = tmp / (name.replace(" ", "_") + ".pt")
+        torch.save(content, paths[name])
+    resumed = tmp / "resumed"
+    shutil.copytree(finished_run, resumed)
+    torch.save([1, 2], resumed / "P1" / "none" / "finished.pt")
+    out = tmp / "new"
+    rows = []
+    for name in ("plain", "list", "incomplete defect", "wrong weights"):
+        rows.append((f"generate {name}", ["generate", "--checkpoint", str(paths[name]), *data, "--n", "2",
+                                          "--out", str(out)]))
+        rows.append((f"evaluate-gen {name}", ["evaluate-gen", "--aug", "inpaint", "dfmgan", *data, "--partition", "1",
+                                              "--defect", "hole", "--checkpoint", f"hole={paths[name]}", "--n", "4",
+                                              "--out", str(out)]))
+    for name in ("plain", "list", "incomplete backbone"):
+        rows.append((f"fit-defect {name}", ["gan", "fit-defect", "--backbone", str(paths[name]), *data, "--defect",
+                                            "hole", "--partition", "1", "--out", str(out), "--quiet"]))
+        rows.append((f"predict {name}", ["predict", "--model", str(paths[name]), "--images",
+                                         str(toy_root / "toy" / "test" / "hole"), "--out", str(out)]))
+        rows.append((f"export {name}", ["export", "--model", str(paths[name]), "--format", "onnx", "--out",
+                                        str(out / "m.onnx")]))
+    rows.append(("classify resume list", ["classify", *data, "--config", str(finished_run / "config.yaml"), "--aug",
+                                          "none", "--partitions", "1", "--quiet", "--out", str(resumed), "--resume"]))
+    return rows
+
+
+def test_a_foreign_file_is_one_line_and_writes_nothing(toy_root, finished_run, tmp_path, capsys):
+    failures = []
+    for name, argv in foreign_cases(toy_root, tmp_path, finished_run):
+        capsys.readouterr()
+        try:
+            code = main(argv)
+        except Exception as err:  # noqa: BLE001 - collected, every row reported at once
+            failures.append(f"{name}: {type(err).__name__}: {err}")
+            continue
+        err = capsys.readouterr().err.strip()
+        if code != 2 or len(err.splitlines()) != 1 or (tmp_path / "new").exists():
+            failures.append(f"{name}: exit {code}, {err!r}")
+    assert not failures, "\n".join(failures)

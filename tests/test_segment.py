@@ -13,9 +13,9 @@ from inspect_train.online import Batch
 from inspect_train.tasks.segment import draem_targets
 
 
-def _run(tmp_path, toy_root, *extra, name="run"):
+def _run(tmp_path, toy_root, *extra, name="run", config="segment-tiny"):
     out = tmp_path / name
-    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny",
+    code = main(["segment", "--data", str(toy_root), "--category", "toy", "--config", config,
                  "--partitions", "1", "--device", "cpu", "--quiet", "--out", str(out), *extra])
     return code, out
 
@@ -49,14 +49,16 @@ def _check_results(out, aug):
 
 
 @pytest.mark.parametrize("model", ["unet", "deeplabv3", "draem"])
-def test_each_model_tiny(tmp_path, toy_root, model):
-    code, out = _run(tmp_path, toy_root, "--model", model, "--aug", "perlin", "--steps", "12")
+def test_each_model_tiny(tmp_path, toy_root, fast_presets, model):
+    code, out = _run(tmp_path, toy_root, "--model", model, "--aug", "perlin", "--steps", "4",
+                     config=fast_presets["segment"])
     assert code == 0
     _check_results(out, "perlin")
 
 
-def test_unet_learns_the_toy_defects(tmp_path, toy_root):
-    code, out = _run(tmp_path, toy_root, "--model", "unet", "--aug", "crop-paste", "--steps", "40")
+def test_unet_learns_the_toy_defects(tmp_path, toy_root, fast_presets):
+    code, out = _run(tmp_path, toy_root, "--model", "unet", "--aug", "crop-paste", "--steps", "30",
+                     config=fast_presets["segment"])
     assert code == 0
     part = _check_results(out, "crop-paste")["partitions"][0]
     for arm in ("none", "crop-paste"):  # chance is 0.5; the toy defects are plain to see
@@ -64,9 +66,9 @@ def test_unet_learns_the_toy_defects(tmp_path, toy_root):
         assert part["arms"][arm]["pixel_ap"] > 0.3, part["arms"][arm]
 
 
-def test_same_seed_same_numbers(tmp_path, toy_root):
-    runs = [_run(tmp_path, toy_root, "--model", "draem", "--aug", "cut-paste", "--steps", "5", name=f"r{i}")
-            for i in range(2)]
+def test_same_seed_same_numbers(tmp_path, toy_root, fast_presets):
+    runs = [_run(tmp_path, toy_root, "--model", "draem", "--aug", "cut-paste", "--steps", "5", name=f"r{i}",
+                 config=fast_presets["segment"]) for i in range(2)]
     first, second = (json.loads((out / "results.json").read_text())["partitions"][0] for _, out in runs)
     assert first["arms"] == second["arms"] and first["tests"] == second["tests"]
 

@@ -22,7 +22,7 @@ def read_csv(path):
 @pytest.fixture(scope="module")
 def classify_run(toy_root, tmp_path_factory):
     work = tmp_path_factory.mktemp("ship")
-    config = write_tiny_classify_config(work / "tiny.yaml", save_models=True)
+    config = write_tiny_classify_config(work / "tiny.yaml", save_models=True, model="resnet18")  # the default net
     out = work / "run"
     assert main(["classify", "--data", str(toy_root), "--category", "toy", "--config", str(config), "--aug", "none",
                  "crop-paste", "--partitions", "1", "--quiet", "--out", str(out)]) == 0
@@ -74,9 +74,9 @@ def test_export_onnx_of_the_trained_classifier_runs_in_onnxruntime(classify_run,
     assert np.allclose(probabilities, expected, atol=1e-4)
 
 
-def test_segmenter_run_then_predict_writes_overlays_with_the_stored_threshold(toy_root, tmp_path):
+def test_segmenter_run_then_predict_writes_overlays_with_the_stored_threshold(toy_root, fast_presets, tmp_path):
     out = tmp_path / "seg"
-    assert main(["segment", "--data", str(toy_root), "--category", "toy", "--config", "segment-tiny", "--aug",
+    assert main(["segment", "--data", str(toy_root), "--category", "toy", "--config", fast_presets["segment"], "--aug",
                  "crop-paste", "--steps", "3", "--partitions", "1", "--device", "cpu", "--quiet",
                  "--out", str(out)]) == 0
     model = out / "P1" / "crop-paste" / "model.pt"

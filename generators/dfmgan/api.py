@@ -14,6 +14,8 @@ import torch
 
 from generators.dfmgan.config import load_config
 from generators.dfmgan.sampler import DFMGANGenerator
+from generators.dfmgan.train_backbone import train_backbone
+from generators.dfmgan.train_defect import train_defect
 
 __all__ = ["load_config", "fit_backbone", "fit_defect", "DFMGANGenerator"]
 
@@ -31,8 +33,6 @@ def fit_backbone(
     dist_ctx=None,
 ) -> Path:
     """Stage 1: train the defect-free StyleGAN2 backbone; returns the checkpoint path."""
-    from generators.dfmgan.train_backbone import train_backbone
-
     return train_backbone(train_good, config, Path(out_dir), steps=steps, seed=seed, device=device,
                           resume=resume, progress=progress, dist_ctx=dist_ctx)
 
@@ -58,8 +58,6 @@ def fit_defect(
     `extra` is stored as-is in the checkpoint (the CLI records the manifest and partition there).
     `dist_ctx` (inspect_train.distributed.init_distributed()) spreads the global batch over torchrun ranks.
     """
-    from generators.dfmgan.train_defect import train_defect
-
     return train_defect(Path(backbone_ckpt), defect_images, defect_masks, defect_type, Path(out_dir),
                         config=config, steps=steps, seed=seed, device=device, resume=resume,
                         progress=progress, extra=extra, dist_ctx=dist_ctx)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from inspect_train.errors import InputError
+
 POLICIES = ("color", "translation", "cutout")
 
 
@@ -17,8 +19,6 @@ def parse_policy(policy: str | None) -> list[str]:
     ops = [p.strip() for p in (policy or "").split(",") if p.strip()]
     unknown = [p for p in ops if p not in POLICIES]
     if unknown:
-        from inspect_train.errors import InputError
-
         raise InputError(f"augment policy: unknown op(s) {unknown} (known: {', '.join(POLICIES)})")
     return ops
 

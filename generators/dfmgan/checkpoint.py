@@ -12,6 +12,11 @@ from inspect_train.checkpoint import read_checkpoint, save_checkpoint  # noqa: F
 from inspect_train.errors import InputError
 
 
+# What every complete checkpoint of each stage holds (a file without it is refused before any of it is used).
+KEYS = {"dfmgan-backbone": ("config", "channels", "resolution", "G", "G_ema"),
+        "dfmgan-defect": ("config", "channels", "resolution", "defect_type")}
+
+
 def load_checkpoint(path: Path | str, kind: str | None = None, map_location="cpu") -> dict:
     """Read a DFMGAN checkpoint; `kind` ('backbone' or 'defect') checks which stage wrote it."""
     state = read_checkpoint(path, map_location=map_location)
@@ -19,6 +24,9 @@ def load_checkpoint(path: Path | str, kind: str | None = None, map_location="cpu
         raise InputError(f"{path}: not a DFMGAN checkpoint")
     if kind is not None and state["kind"] != f"dfmgan-{kind}":
         raise InputError(f"{path}: is a {state['kind']} checkpoint, expected dfmgan-{kind}")
+    missing = [key for key in KEYS.get(state["kind"], ()) if key not in state]
+    if missing:
+        raise InputError(f"{path}: an incomplete {state['kind']} checkpoint (no {', '.join(missing)})")
     return state
 
 

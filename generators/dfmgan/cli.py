@@ -13,11 +13,14 @@ from generators.dfmgan.api import fit_backbone, fit_defect, load_config
 from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.config import resolution_hw, with_resolution
 from generators.dfmgan.describe import describe
-from inspect_train.commands.gan import (add_partition_flags, add_training_flags, check_steps, join_processes,
-                                        partition_base_set, train_and_report)
+from generators.dfmgan.train_backbone import BACKBONE_FILE
+from generators.dfmgan.train_defect import defect_file
+from generators.training_cli import (add_partition_flags, add_training_flags, check_restart, check_steps,
+                                     join_processes, partition_base_set, start_writing, train_and_report)
 from inspect_train.data.category import load_category
 from inspect_train.data.images import parse_resolution
 from inspect_train.errors import InputError
+from inspect_train.output_paths import check_output_folder, portable_path
 
 SIZES = "dfmgan-{tiny, 64, 128, 256}"
 
@@ -47,6 +50,7 @@ def add_commands(sub) -> None:
 
 
 def run_fit_backbone(args) -> int:
+    out = check_output_folder(args.out)
     config = load_config(args.config)
     size = parse_resolution(args.resolution)
     if size is not None and size != resolution_hw(config):
@@ -57,33 +61,39 @@ def run_fit_backbone(args) -> int:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
     check_steps(args.steps)
     config["category"] = args.category
+    check_restart(out / BACKBONE_FILE, args)
     ctx = join_processes(args.device, args.threads)
     ctx.local_batch(int(config["stage1"]["batch"]))  # fails early, on every rank, if it does not divide
+    start_writing(ctx, out)
     say = print if ctx.is_main else (lambda *a, **k: None)
     say(f"stage 1: {len(data.train_good)} train/good images of '{args.category}' at {size[0]}x{size[1]}, "
         f"{data.channels} channel(s), config {config['name']}"
         + (f", {ctx.world_size} processes" if ctx.enabled else ""))
     return train_and_report(ctx, say, lambda: fit_backbone(
-        data.train_good.images, config, Path(args.out), steps=args.steps, seed=args.seed, device=str(ctx.device),
+        data.train_good.images, config, out, steps=args.steps, seed=args.seed, device=str(ctx.device),
         resume=args.resume, progress=not args.quiet, dist_ctx=ctx))
 
 
 def run_fit_defect(args) -> int:
+    check_output_folder(args.out)
     check_steps(args.steps)
     backbone = load_checkpoint(args.backbone, kind="backbone")
     size = resolution_hw(backbone, args.backbone)
     trained_on = backbone["config"].get("category")
     if trained_on and trained_on != args.category:
         raise InputError(f"{args.backbone}: backbone was trained on category '{trained_on}', not '{args.category}'")
-    data, base, manifest_path, out = partition_base_set(args, size)
+    data, base, manifest, out = partition_base_set(args, size)
     if data.channels != int(backbone["channels"]):
         raise InputError(f"{args.backbone}: backbone has {backbone['channels']} channel(s), "
                          f"'{args.category}' has {data.channels}")
+    check_restart(out / defect_file(args.defect), args)
     chosen = data.defects[args.defect].select(base)
     config = load_config(args.config) if args.config else None
-    extra = {"category": args.category, "manifest": str(manifest_path), "partition": int(args.partition),
-             "base_images": list(base)}
+    manifest_path = manifest.path
+    extra = {"category": args.category, "manifest": portable_path(manifest_path, out),
+             "partition": int(args.partition), "base_images": list(base)}
     ctx = join_processes(args.device, args.threads)
+    start_writing(ctx, out, manifest)
     say = print if ctx.is_main else (lambda *a, **k: None)
     say(f"stage 2: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) at "
         f"{size[0]}x{size[1]} (manifest {manifest_path})" + (f", {ctx.world_size} processes" if ctx.enabled else ""))

@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from generators.dfmgan import api
+from generators.dfmgan.checkpoint import KEYS
 from generators.dfmgan.config import resolution_hw, resolution_value, size_for_aspect, with_resolution
 from generators.dfmgan.sampler import DFMGANGenerator
 from generators.dfmgan.train_backbone import BACKBONE_FILE
@@ -122,7 +123,7 @@ def dfmgan() -> GeneratorSpec:
             Option("compile", help="torch.compile the sampler"),
             Option("channels_last", help="sample in channels_last memory format"),
         ),
-        learned=Learned(kind="dfmgan-defect", folder="", noun="DFMGAN generators", title="DFMGAN stage 2",
+        learned=Learned(kind="dfmgan-defect", folder="", keys=KEYS["dfmgan-defect"], noun="DFMGAN generators", title="DFMGAN stage 2",
                         plan=plan, checkpoint_file=defect_file, train=train, load=load,
                         size_of=lambda state: resolution_hw(state), add_commands=add_commands),
         check_options=check_options,

@@ -6,9 +6,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
 from torch import nn
+from tqdm import tqdm
 
-from generators.dfmgan.checkpoint import TrainingDiverged
+from generators.dfmgan.checkpoint import TrainingDiverged, rng_state, save_checkpoint, set_rng_state
 from inspect_train.errors import InputError, ResumeRefused
 
 
@@ -157,8 +159,6 @@ class FiniteGuard:
         names = sorted(self.state)
         flags = torch.stack([self.state[n][0].float() for n in names])
         if self.ctx is not None and self.ctx.enabled:
-            import torch.distributed as dist
-
             dist.all_reduce(flags)
         if not bool(flags.any()):  # the one host read
             return
@@ -179,7 +179,6 @@ def sync_buffers(ctx, module: nn.Module) -> None:
     batch means is the global batch mean, so this is what one process with the global batch computes."""
     if ctx is None or not ctx.enabled:
         return
-    import torch.distributed as dist
 
     bufs = [b for b in module.buffers() if b.is_floating_point()]
     if not bufs:
@@ -195,12 +194,9 @@ def sync_buffers(ctx, module: nn.Module) -> None:
 
 def gather_rng_states(ctx, device: torch.device) -> list[dict]:
     """Every rank's RNG state (rank order), so a resumed multi-process run continues exactly."""
-    from generators.dfmgan.checkpoint import rng_state
-
     state = rng_state(device)
     if ctx is None or not ctx.enabled:
         return [state]
-    import torch.distributed as dist
 
     out = [None] * ctx.world_size
     dist.all_gather_object(out, state)
@@ -209,8 +205,6 @@ def gather_rng_states(ctx, device: torch.device) -> list[dict]:
 
 def restore_rng(state: dict, ctx, device: torch.device, seed: int, step: int) -> None:
     """This rank's saved RNG state; from a run with another process count, a fresh per-rank seed."""
-    from generators.dfmgan.checkpoint import set_rng_state
-
     ranks = state.get("rng_ranks") or [state["rng"]]
     rank, world = (ctx.rank, ctx.world_size) if ctx is not None else (0, 1)
     if len(ranks) == world:
@@ -254,8 +248,6 @@ def run_state(parts: dict, ctx, device: torch.device, step: int, seed: int) -> d
 
 def save_on_main(ctx, state: dict, path: Path) -> None:
     """Rank 0 writes (atomically); the other ranks only took part in gathering the state."""
-    from generators.dfmgan.checkpoint import save_checkpoint
-
     if ctx.is_main:
         save_checkpoint(state, path)
 
@@ -273,8 +265,7 @@ class StageLog:
 
     def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, *,
                  tag: str, shown: list[str], grid, save, checkpoint: Path, on_step=None):
-        from torch.utils.tensorboard import SummaryWriter
-        from tqdm import tqdm
+        from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logs need it
 
         self.total, self.ctx, self.on_step = total, ctx, on_step
         self.tag, self.shown, self.grid, self._write = tag, shown, grid, save

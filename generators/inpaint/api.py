@@ -13,6 +13,7 @@ from generators.inpaint.checkpoint import load_painter_checkpoint
 from generators.inpaint.config import LOSSES, default_config_for, load_config
 from generators.inpaint.masks import BaseMasks, DeformOptions, DFMGANMasks, FolderMasks, MaskSource
 from generators.inpaint.sampler import InpaintGenerator
+from generators.inpaint.train import train_inpaint
 from inspect_train.errors import InputError
 
 __all__ = ["LOSSES", "load_config", "default_config_for", "fit_inpaint", "build_inpaint_generator",
@@ -27,8 +28,6 @@ def fit_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_im
                 extra: dict | None = None, dist_ctx=None, on_step=None) -> Path:
     """Train one defect type's painter on its base images and train/good; returns the checkpoint path.
     `extra` is stored as-is in the checkpoint (the CLI and the cache record partition, base images, manifest)."""
-    from generators.inpaint.train import train_inpaint
-
     return train_inpaint(defect_images, defect_masks, good_images, defect_type, Path(out_dir), config=config,
                          steps=steps, loss=loss, seed=seed, device=device, resume=resume, progress=progress,
                          extra=extra, dist_ctx=dist_ctx, on_step=on_step)

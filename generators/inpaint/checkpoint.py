@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from generators.inpaint.networks import build_networks
 from inspect_train.checkpoint import read_checkpoint
 from inspect_train.errors import InputError
 
@@ -29,8 +30,6 @@ def load_painter_checkpoint(path: Path | str) -> dict:
 
 def painter_from_state(state: dict, device="cpu"):
     """The EMA painter of a checkpoint, in eval mode without gradients, on `device`."""
-    from generators.inpaint.networks import build_networks
-
     painter, _, _ = build_networks(state["config"], int(state["channels"]))
     painter.load_state_dict(state["painter_ema"])
     return painter.to(device).eval().requires_grad_(False)

@@ -4,9 +4,11 @@ train/good (the same small training on every rank under torchrun; rank 0 writes)
 from __future__ import annotations
 
 from generators.inpaint.api import LOSSES, fit_inpaint, load_config
-from inspect_train.commands.gan import (add_partition_flags, add_training_flags, check_steps, join_processes,
-                                        partition_base_set, train_and_report)
+from generators.inpaint.train import painter_file
+from generators.training_cli import (add_partition_flags, add_training_flags, check_restart, check_steps,
+                                     join_processes, partition_base_set, start_writing, train_and_report)
 from inspect_train.errors import InputError
+from inspect_train.output_paths import portable_path
 
 
 def add_commands(sub) -> None:
@@ -24,13 +26,16 @@ def run_fit_inpaint(args) -> int:
     check_steps(args.steps)
     config = load_config(args.config)
     res = int(config["resolution"])
-    data, base, manifest_path, out = partition_base_set(args, (res, res))
+    data, base, manifest, out = partition_base_set(args, (res, res))
     if len(data.train_good) == 0:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
+    check_restart(out / painter_file(args.defect), args)
     chosen = data.defects[args.defect].select(base)
-    extra = {"category": args.category, "manifest": str(manifest_path), "partition": int(args.partition),
-             "base": list(base)}
+    manifest_path = manifest.path
+    extra = {"category": args.category, "manifest": portable_path(manifest_path, out),
+             "partition": int(args.partition), "base": list(base)}
     ctx = join_processes(args.device, args.threads)
+    start_writing(ctx, out, manifest)
     say = print if ctx.is_main else (lambda *a, **k: None)
     say(f"inpaint: defect '{args.defect}', partition {args.partition}: {len(base)} base image(s) and "
         f"{len(data.train_good)} train/good at {res}x{res}, config {config['name']}, "

@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from generators.classic.geometry import mask_bbox, randint, shift, uniform
+from generators.dfmgan.sampler import DFMGANGenerator
 from generators.mask_folder import mask_paths, read_mask_folder  # noqa: F401 - part of this module's API
 from inspect_train.errors import InputError
 
@@ -192,8 +193,6 @@ class DFMGANMasks:
 
     def __init__(self, checkpoints: dict[str, Path], resolution: int, device="cpu", truncation: float = 1.0,
                  fallback: MaskSource | None = None):
-        from generators.dfmgan.sampler import DFMGANGenerator
-
         self.device, self.resolution = torch.device(device), int(resolution)
         self.generator = DFMGANGenerator(dict(checkpoints), device=self.device, truncation=truncation,
                                          paired_good=False)

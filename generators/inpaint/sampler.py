@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from generators.base import SyntheticBatch
 from generators.inpaint.checkpoint import load_painter_checkpoint, painter_from_state
-from generators.inpaint.masks import MaskSource, fit_masks
+from generators.inpaint.masks import BaseMasks, DeformOptions, MaskSource, fit_masks
 from generators.inpaint.networks import composite
 from inspect_train.errors import InputError
 
@@ -57,8 +57,6 @@ class InpaintGenerator:
                                   align_corners=False, antialias=True).clamp_(0, 1)
         self.goods = goods
         if mask_source is None:
-            from generators.inpaint.masks import BaseMasks, DeformOptions
-
             mask_source = BaseMasks(base, self.resolution, self.device,
                                     DeformOptions.from_config(self.config.get("masks")))
         self.mask_source = mask_source

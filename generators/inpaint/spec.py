@@ -15,6 +15,8 @@ from generators.registry import register_generator
 from generators.spec import BuildRequest, GeneratorSpec, Learned, Option, Plan, TrainJob
 from inspect_train.errors import InputError
 
+PAINTER_KEYS = ("config", "channels", "resolution", "defect_type", "painter_ema")
+
 
 def plan(data, options: dict, device: str) -> Plan:
     """`config` None: inpaint-tiny for a task at 32 px or less, inpaint-64 up to 64 px, else inpaint-128; `steps`
@@ -89,7 +91,7 @@ def inpaint() -> GeneratorSpec:
             Option("mask_options", help="overrides of the painters' mask deformation options, e.g. {turns: false}"),
         ),
         learned=Learned(kind=KIND, folder="inpaint", noun="inpaint painters", title="inpaint",
-                        plan=plan, checkpoint_file=painter_file, train=train, load=load,
+                        plan=plan, checkpoint_file=painter_file, train=train, load=load, keys=PAINTER_KEYS,
                         size_of=lambda state: (int(state["resolution"]), int(state["resolution"])),
                         needs_goods=True, add_commands=add_commands,
                         item=lambda partition, defect: f"the P{partition} '{defect}' painter"),

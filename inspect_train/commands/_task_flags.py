@@ -1,10 +1,16 @@
 """The flags every training task takes (classify, segment, detect), with one meaning each.
 
-Each task command adds its own few flags after these. Values left at None fall back to the task's preset
-(see inspect_train.settings), so a flag the user did not give never overrides a preset.
+A flag that sets a setting is built from the setting's declaration in the task's settings class
+(inspect_train.settings: flag, help, and its validator as argparse `type=`), so a bad value is refused here, in
+one line with exit code 2, before anything runs. Values left at None fall back to the task's preset, so a flag the
+user did not give never overrides a preset.
 """
 
 from __future__ import annotations
+
+import dataclasses
+import functools
+import re
 
 from generators.registry import aug_names, specs
 
@@ -20,7 +26,31 @@ def add_generator_flags(p, command: str) -> None:
                                metavar=option.metavar, default=None, help=option.help)
 
 
-def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_help: str) -> None:
+def _one_line_error(parser, message: str) -> None:
+    """argparse's refusal as one line, as the command's other input errors read ("--steps must be ...")."""
+    message = re.sub(r"^argument ([^:]+): (?=must be )", r"\1 ", message)
+    parser.exit(2, f"{parser.prog}: error: {message}\n")
+
+
+def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_help: str,
+                       settings_class: type | None = None) -> None:
+    """The task flags; those of `settings_class` (default TaskSettings) come from its declarations, its own (the
+    ones TaskSettings does not declare, e.g. --with-good) after the common ones."""
+    from inspect_train.settings import TaskSettings, declarations
+    from inspect_train.validators import positive_float, positive_int
+
+    fields = {f.name: f for f in dataclasses.fields(settings_class or TaskSettings)}
+    todo = {name: s for name, s in declarations(settings_class or TaskSettings).items() if s.flag}
+
+    def setting_flag(group, name: str, **override) -> None:
+        declared = todo.pop(name)
+        if isinstance(fields[name].default, bool):
+            kwargs = {"action": "store_true", "help": declared.help}
+        else:
+            kwargs = {"type": declared.check, "metavar": declared.metavar, "help": declared.help}
+        group.add_argument(declared.flag, **{**kwargs, **override})
+
+    p.error = functools.partial(_one_line_error, p)
     augs = aug_names()
     p.add_argument("--data", help="dataset root in MVTec AD layout (omit to use the built-in toy dataset)")
     p.add_argument("--category", help="category folder under --data (required with --data)")
@@ -29,30 +59,25 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
                         f" (default {DEFAULT_AUG}). none: real only (the baseline itself); classic: flips, turns and "
                         "colour jitter on the real images; the others draw fresh synthetic defects every batch")
     p.add_argument("--no-baseline", action="store_true", help="skip the real-only baseline arm (none)")
-    p.add_argument("--partitions", type=int, nargs="+", default=[1, 2, 3], metavar="K",
+    p.add_argument("--partitions", type=positive_int, nargs="+", default=[1, 2, 3], metavar="K",
                    help="partitions of the manifest to run (default 1 2 3)")
     p.add_argument("--manifest", help="manifest.json to use (default: make one with --seed and keep it in --out)")
     p.add_argument("--config", help=f"YAML preset: a name in configs/ or a path, e.g. a run's config.yaml (default "
                                     f"{toy_preset} without --data, {data_preset} with it)")
-    p.add_argument("--model", help=model_help)
-    p.add_argument("--weights", help="pretrained weights: a local file, or 'pretrained' for the library's local "
-                                     "cache (timm / smp; never downloaded). Default: random init")
+    setting_flag(p, "model", help=model_help)
+    setting_flag(p, "weights")
     sched = p.add_mutually_exclusive_group()
-    sched.add_argument("--steps", type=int, help="optimiser steps per arm (the same for every arm)")
-    sched.add_argument("--epochs", type=float,
+    setting_flag(sched, "steps")
+    sched.add_argument("--epochs", type=positive_float,
                        help="alternatively, passes over the partition's real training images at --batch-size")
-    p.add_argument("--batch-size", type=int, help="images per step, real + synthetic")
-    p.add_argument("--synthetic-ratio", type=float,
-                   help="R: the fraction of each batch that is fresh synthetic samples, round(R * batch) of them "
-                        "(preset default 0.5)")
-    p.add_argument("--lr", type=float, help="peak learning rate (AdamW, warm-up then cosine to zero)")
-    p.add_argument("--resolution", help="train/test resolution, N or HxW (height x width)")
+    for name in ("batch_size", "synthetic_ratio", "lr", "resolution"):
+        setting_flag(p, name)
     p.add_argument("--generators", help="folder of learned generators to reuse and add missing ones to (default "
                                         "OUT/generators)")
     add_generator_flags(p, task)
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the model init and every sample (default 0)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 or auto (default)")
-    p.add_argument("--threads", type=int, help="CPU threads for torch (default: the preset's cpu_threads, else torch's)")
+    setting_flag(p, "cpu_threads")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--out", help=f"output folder (default runs/{task}-<arms>-<time>)")
     p.add_argument("--resume", action="store_true",
@@ -60,3 +85,5 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
                         "training them again; they must have the same settings, data, split and seed. Resumes a "
                         "stopped run, or assembles one run from commands that each ran some --aug / --partitions "
                         "into the same --out")
+    for name in list(todo):  # the task's own settings flags
+        setting_flag(p, name)

@@ -10,10 +10,11 @@ from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
+    from inspect_train.settings import ClassifySettings  # its --with-good
+
     add_task_arguments(p, "classify", "classify-toy", "classify-256",
-                       model_help="any timm model name (preset: resnet34 with --data, resnet18 on the toy data)")
-    p.add_argument("--with-good", action="store_true",
-                   help="add a 'good' class (train/good to train, test/good to test); adds defect-vs-good AP/AUROC")
+                       model_help="any timm model name (preset: resnet34 with --data, resnet18 on the toy data)",
+                       settings_class=ClassifySettings)
     p.add_argument("--open-set", action="store_true",
                    help="open-set evaluation: in each partition hold each defect type out in turn (no base image, no "
                         "generator), train every arm on the rest and test on the known test images plus all of the "

@@ -9,6 +9,7 @@ from inspect_train.data.check import format_table, summarise
 from inspect_train.data.images import parse_resolution
 from inspect_train.data.mvtec import scan_category
 from inspect_train.data.toy import write_toy_dataset
+from inspect_train.output_paths import check_output_file, check_output_folder
 from inspect_train.protocol import make_manifest, write_json_atomic
 
 
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
 
 
 def run_toy(args) -> int:
-    out = write_toy_dataset(args.out, seed=args.seed)
+    out = write_toy_dataset(check_output_folder(args.out), seed=args.seed)
     print(f"wrote toy dataset to {out / 'toy'} (use --data {out} --category toy)")
     return 0
 
@@ -66,6 +67,7 @@ def run_check(args) -> int:
 
 
 def run_split(args) -> int:
+    check_output_file(args.out)
     index = scan_category(args.data, args.category)
     summarise(index)  # read every file first: a bad image or mask must stop us before anything is written
     manifest = make_manifest(index, partitions=args.partitions, seed=args.seed)

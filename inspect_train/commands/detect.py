@@ -10,13 +10,10 @@ from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
+    from inspect_train.settings import DetectSettings  # its --box-join and --encoder
+
     add_task_arguments(p, "detect", "detect-tiny", "detect-256",
-                       model_help="fcos, retinanet or fasterrcnn (preset default: fcos)")
-    p.add_argument("--encoder", help="timm backbone of the detector (preset: resnet18)")
-    p.add_argument("--box-join", type=int, metavar="R",
-                   help="pieces of a defect mask at most 2R pixels apart share one box, in training and in the test "
-                        "truth (default 0: one box per 8-connected component). Thin cracks shrunk to the working "
-                        "resolution break into pieces; R = 1 joins them")
+                       model_help="fcos, retinanet or fasterrcnn (preset default: fcos)", settings_class=DetectSettings)
 
 
 register_task(TaskEntry(

@@ -17,10 +17,23 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
+import torch
+
 from generators.registry import generator_names, learned_specs
 from inspect_train.commands import COMMANDS
 from inspect_train.commands._task_flags import add_generator_flags
+from inspect_train.data.images import parse_resolution
+from inspect_train.data.mvtec import scan_category
 from inspect_train.errors import InputError
+from inspect_train.genmetrics.contact_sheet import contact_sheet
+from inspect_train.genmetrics.evaluate import metric_networks
+from inspect_train.genmetrics.generator_sources import GeneratorSources, folder_size, folder_source
+from inspect_train.genmetrics.random_features import SEED, WIDTHS, RandomConvFeatures
+from inspect_train.genmetrics.record import log_tensorboard, markdown_table, write_outputs
+from inspect_train.genmetrics.scoring import score_defect
+from inspect_train.genmetrics.split import Split, base_only_data
+from inspect_train.output_paths import check_output_folder, make_folder
+from inspect_train.tasks.common import choose_device
 
 LPIPS_NETS = ("alex", "squeeze", "vgg")
 
@@ -121,25 +134,12 @@ def run(args) -> int:
 
 def evaluate_generators(args) -> tuple[Path, dict]:
     """Score every source on every defect type; (the output folder, the results as results.json holds them)."""
-    import torch
-
-    from inspect_train.data.images import parse_resolution
-    from inspect_train.data.mvtec import scan_category
-    from inspect_train.genmetrics.contact_sheet import contact_sheet
-    from inspect_train.genmetrics.evaluate import metric_networks
-    from inspect_train.genmetrics.generator_sources import GeneratorSources, folder_size, folder_source
-    from inspect_train.genmetrics.random_features import SEED, WIDTHS, RandomConvFeatures
-    from inspect_train.genmetrics.record import log_tensorboard, markdown_table, write_outputs
-    from inspect_train.genmetrics.scoring import score_defect
-    from inspect_train.genmetrics.split import Split, base_only_data
-    from inspect_train.tasks.common import choose_device
-
     check_args(args)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     started = time.time()
     device = choose_device(args.device)
-    out_dir = Path(args.out).expanduser() if args.out else default_out()
+    out_dir = check_output_folder(args.out if args.out else default_out())
     warnings: list[str] = []
     index = scan_category(args.data, args.category)
     split = Split(args, index, out_dir)
@@ -160,7 +160,7 @@ def evaluate_generators(args) -> tuple[Path, dict]:
         size=size, seed=args.seed, device=device, batch=args.batch)
     if kid_note:
         print(f"note: {kid_note}")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    make_folder(out_dir)
     split.save()
     print(f"evaluate-gen: {args.category} P{split.partition}, {len(split.defects)} defect type(s) at {size[0]}x{size[1]}, "
           f"{args.n} samples per generator; real side = base set only -> {out_dir}")

@@ -18,8 +18,13 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from inspect_train.commands import COMMANDS
 from inspect_train.errors import InputError
+from inspect_train.models.checkpoint import load_model, model_task
+from inspect_train.output_paths import check_output_file, make_folder
+from inspect_train.tasks.exporting import first_line, quiet_jit
 
 FORMATS = {"onnx": ".onnx", "torchscript": ".ts.pt"}
 INPUT_NAME = "images"
@@ -62,10 +67,6 @@ def graph_metadata(meta: dict, task) -> dict[str, str]:
 
 
 def export_onnx(graph, example, path: Path, meta: dict, task, dynamic_batch: bool) -> None:
-    import torch
-
-    from inspect_train.tasks.exporting import first_line
-
     shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
     try:
         program = torch.onnx.export(graph, (example,), None, dynamo=True, dynamic_shapes=shapes,
@@ -79,30 +80,20 @@ def export_onnx(graph, example, path: Path, meta: dict, task, dynamic_batch: boo
 
 def save_torchscript(compiled, path: Path, meta: dict, task) -> None:
     """The compiled graph with the deployment's metadata as meta.json inside the file."""
-    import torch
-
-    from inspect_train.tasks.exporting import quiet_jit
-
     meta_json = json.dumps({k: json.loads(v) for k, v in graph_metadata(meta, task).items()}, indent=1)
     with quiet_jit():
         torch.jit.save(compiled, str(path), _extra_files={"meta.json": meta_json})
 
 
 def run_export(args) -> int:
-    import torch
-
-    from inspect_train.models.checkpoint import load_model, model_task
-
     model_path = Path(args.model)
+    out = check_output_file(args.out if args.out else default_out(model_path, args.format))
     model, meta = load_model(model_path, "cpu")
     task = model_task(meta, model_path)
     refusal = task.export_refusals.get(args.format)
     if refusal:
         raise InputError(f"{model_path}: {refusal}")
-    out = Path(args.out) if args.out else default_out(model_path, args.format)
-    if out.is_dir():
-        raise InputError(f"--out {out}: is a folder; give a file name")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    make_folder(out.parent)
 
     graph = task.export_graph(model)
     h, w = (int(v) for v in meta["resolution"])

@@ -9,9 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+from tqdm import tqdm
+
+from generators.mask_folder import read_mask_folder
+from generators.sample_writer import SampleWriter
 from inspect_train.commands import COMMANDS
 from inspect_train.commands._task_flags import add_generator_flags
+from inspect_train.data.images import load_image_set
+from inspect_train.data.mvtec import scan_category
 from inspect_train.errors import InputError
+from inspect_train.output_paths import check_output_folder
+from inspect_train.tasks.generators import loading, read_learned_checkpoint
 
 
 def register(subparsers) -> None:
@@ -51,17 +60,9 @@ def _check_args(args) -> None:
 def read_generator_checkpoints(paths: list[str], category: str | None):
     """(the spec of the generator that wrote the files, {defect type: path}, the first file's contents): every file
     from the same learned generator, one per defect type, and from `category` where a file records its own."""
-    from generators.registry import checkpoint_kinds, spec_for_kind
-    from inspect_train.checkpoint import checkpoint_kind, read_checkpoint
-
     spec, mapping, first = None, {}, None
     for path in paths:
-        state = read_checkpoint(path)
-        kind = checkpoint_kind(state)
-        found = spec_for_kind(kind)
-        if found is None:
-            raise InputError(f"{path}: is a {kind or 'unknown'} file, not a generator checkpoint (generate takes "
-                             f"{checkpoint_kinds()})")
+        found, state = read_learned_checkpoint(path)
         if spec is not None and found is not spec:
             raise InputError(f"{path}: a {found.name} checkpoint beside {spec.name} ones (one generator per command)")
         spec, first = found, first or state
@@ -77,9 +78,6 @@ def read_generator_checkpoints(paths: list[str], category: str | None):
 
 def _goods(args, spec, size):
     """The train/good images a painter paints on, at its size; refused for a generator that draws whole images."""
-    from inspect_train.data.images import load_image_set
-    from inspect_train.data.mvtec import scan_category
-
     if not spec.learned.needs_goods:
         if args.masks or args.data:
             raise InputError(f"{args.checkpoint[0]}: --masks and --data are for generators that paint on real good "
@@ -99,12 +97,8 @@ def _goods(args, spec, size):
 
 
 def run_generate(args) -> int:
-    import torch
-    from tqdm import tqdm
-
-    from generators.sample_writer import SampleWriter
-
     _check_args(args)
+    out = check_output_folder(args.out)
     if args.threads is not None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -116,11 +110,10 @@ def run_generate(args) -> int:
     goods = _goods(args, spec, size)
     mask_names, masks = None, None
     if args.masks:
-        from generators.mask_folder import read_mask_folder
-
         mask_names, masks = read_mask_folder(args.masks, size[0])
-    generator = spec.learned.load(mapping, goods, device, options)
-    writer = SampleWriter(Path(args.out), generator.defect_types, args.format, args.box_join)
+    with loading(list(mapping.values()), spec.learned.kind):
+        generator = spec.learned.load(mapping, goods, device, options)
+    writer = SampleWriter(out, generator.defect_types, args.format, args.box_join)
     rng = torch.Generator(device=device).manual_seed(args.seed)
     per_type = len(mask_names) if mask_names is not None else args.n
     good_used = []

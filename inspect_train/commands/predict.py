@@ -18,8 +18,15 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import torch
+
 from inspect_train.commands import COMMANDS
+from inspect_train.data.images import read_image_array, resize_image, to_channels
 from inspect_train.errors import InputError
+from inspect_train.models.checkpoint import load_model, model_task
+from inspect_train.output_paths import check_output_folder, make_folder
+from inspect_train.progress import progress_bar
+from inspect_train.tasks.common import choose_device
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CSV_NAME = "predictions.csv"
@@ -77,8 +84,6 @@ def output_stems(paths: list[Path]) -> list[str]:
 
 def load_input(path: Path, resolution: tuple[int, int], channels: int):
     """uint8 (C, H, W) at the model's resolution and channel count, prepared as training prepares its images."""
-    from inspect_train.data.images import read_image_array, resize_image, to_channels
-
     return to_channels(resize_image(read_image_array(path), resolution), channels)
 
 
@@ -97,14 +102,9 @@ def move_into(stage: Path, out: Path) -> None:
 
 
 def run_predict(args) -> int:
-    import torch
-
-    from inspect_train.models.checkpoint import load_model, model_task
-    from inspect_train.progress import progress_bar
-    from inspect_train.tasks.common import choose_device
-
     if args.batch_size < 1:
         raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
+    out = check_output_folder(args.out)
     paths = find_images(args.images)
     device = choose_device(args.device)
     model, meta = load_model(args.model, device)
@@ -113,11 +113,8 @@ def run_predict(args) -> int:
     resolution = (int(meta["resolution"][0]), int(meta["resolution"][1]))
     channels = int(meta["channels"])
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    make_folder(out)
     stage = Path(tempfile.mkdtemp(prefix=".predict-", dir=out))
     stems = output_stems(paths)
     finished = False

@@ -10,9 +10,10 @@ from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
+    from inspect_train.settings import SegmentSettings  # its --encoder
+
     add_task_arguments(p, "segment", "segment-tiny", "segment-256",
-                       model_help="unet, deeplabv3 or draem (preset default: unet)")
-    p.add_argument("--encoder", help="smp encoder for unet/deeplabv3 (preset: resnet18)")
+                       model_help="unet, deeplabv3 or draem (preset default: unet)", settings_class=SegmentSettings)
 
 
 register_task(TaskEntry(

@@ -57,7 +57,7 @@ def grid(images: torch.Tensor, masks: torch.Tensor, per_row: int = 8, rows: int 
 def contact_sheet(blocks: list[tuple[str, torch.Tensor, torch.Tensor]], title: str, path: Path | None = None,
                   per_row: int = 8, rows: int = 2) -> np.ndarray:
     """blocks: (label, uint8 images (N, C, H, W), masks (N, 1, H, W)), real base set first. Returns RGB uint8."""
-    import matplotlib
+    import matplotlib  # heavy optional dependency: only the contact sheets need it
 
     matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from inspect_train.genmetrics.clustered_lpips import clustered_lpips
+from inspect_train.genmetrics.inception import build_inception
+from inspect_train.genmetrics.kid import kid_from_features
 from inspect_train.genmetrics.weights import INCEPTION_URL, LPIPS_BACKBONE_URLS, file_name_of, hub_checkpoint_dir
 
 LPIPS_MIN_SIDE = 32  # AlexNet's pooling leaves nothing of smaller images
@@ -37,11 +40,9 @@ def metric_networks(*, inception_weights: str | None, lpips_backbone_weights: st
         want_lpips = False
     inception = embedder = None
     if want_kid:
-        from inspect_train.genmetrics.inception import build_inception
-
         inception = build_inception(inception_weights, random_init=random_features, seed=seed, device=device, batch=batch)
     if want_lpips:
-        from inspect_train.genmetrics.lpips_net import build_lpips
+        from inspect_train.genmetrics.lpips_net import build_lpips  # heavy optional dependency: only LPIPS needs lpips
 
         embedder = build_lpips(lpips_net, backbone_weights=lpips_backbone_weights, lin_weights=lpips_lin_weights,
                                random_init=random_features, seed=seed, device=device, batch=batch)
@@ -58,14 +59,10 @@ def score_pair(generated: torch.Tensor, real: torch.Tensor, inception, embedder,
     if real.shape[0] < 2 or generated.shape[0] < 2:
         return out
     if inception is not None:
-        from inspect_train.genmetrics.kid import kid_from_features
-
         kid = kid_from_features(inception(real), inception(generated), subsets=kid_subsets,
                                 max_subset_size=kid_max_subset_size, seed=seed)
         out["kid"] = dict(kid.as_dict(), weights=inception.weights)
     if embedder is not None:
-        from inspect_train.genmetrics.clustered_lpips import clustered_lpips
-
         channels = max(generated.shape[1], real.shape[1])
         result = clustered_lpips(_rgb_if_needed(generated, channels), _rgb_if_needed(real, channels), embedder,
                                  batch=batch, max_per_cluster=max_per_cluster, progress=False)

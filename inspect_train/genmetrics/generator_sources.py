@@ -9,15 +9,15 @@ from pathlib import Path
 
 import torch
 
-from generators.registry import get_spec, learned_specs, spec_for_kind
+from generators.registry import get_spec
 from generators.spec import BuildRequest, GeneratorSpec
-from inspect_train.checkpoint import checkpoint_kind, read_checkpoint
+from inspect_train.checkpoint import read_checkpoint
 from inspect_train.data.images import read_image_array
 from inspect_train.errors import InputError
 from inspect_train.genmetrics.sources import generated_pairs, load_pairs, sample_generator, tells_defect_types
 from inspect_train.genmetrics.split import Split, base_only_data
 from inspect_train.protocol import read_json
-from inspect_train.tasks.generators import INDEX
+from inspect_train.tasks.generators import INDEX, loading, read_learned_checkpoint
 
 
 class Source:
@@ -96,13 +96,7 @@ def spec_of_checkpoint(path: Path, defect: str) -> tuple[GeneratorSpec, dict]:
     """Which learned generator wrote a --checkpoint file (so each goes to its own --aug), and the file's contents."""
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found (--checkpoint {defect}=...)")
-    state = read_checkpoint(path)
-    spec = spec_for_kind(checkpoint_kind(state))
-    if spec is None:
-        kinds = ", ".join(s.learned.kind for s in learned_specs())
-        raise InputError(f"{path}: is a {checkpoint_kind(state) or 'unknown'} checkpoint, not one of a learned "
-                         f"generator ({kinds})")
-    return spec, state
+    return read_learned_checkpoint(path)
 
 
 def check_checkpoint(path: Path, state: dict, defect: str, split: Split, category: str) -> None:
@@ -193,9 +187,10 @@ class GeneratorSources:
                 # A learned generator works at its own size (the data is loaded again at that size, still base set +
                 # train/good only); its samples are resized to `size` like every other's.
                 own_data = data if tuple(own) == tuple(size) else base_only_data(self.index, self.split, own)
-                gen = spec.build(BuildRequest(own_data, self.split.base, device, options, paired_good=False,
-                                              checkpoints=lambda wanted, found=checkpoints: found,
-                                              data_for=lambda wanted, found=own_data: found))
+                with loading(list(checkpoints.values()), spec.learned.kind):
+                    gen = spec.build(BuildRequest(own_data, self.split.base, device, options, paired_good=False,
+                                                  checkpoints=lambda wanted, found=checkpoints: found,
+                                                  data_for=lambda wanted, found=own_data: found))
                 record = {"kind": name, "from": origin, "checkpoints": {d: str(p) for d, p in checkpoints.items()},
                           "resolution": getattr(gen, "resolution", None), **options}
             sources.append(Source(name, record, lambda defect, n, gen=gen, name=name: sample_generator(

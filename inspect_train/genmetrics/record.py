@@ -93,7 +93,7 @@ def write_outputs(out_dir: Path, results: dict) -> None:
 
 def log_tensorboard(out_dir: Path, results: dict, sheets: dict) -> Path:
     """The contact sheets as images and the headline numbers as scalars (step 0), under <out>/tb."""
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logging needs it
 
     tb_dir = Path(out_dir) / "tb"
     with SummaryWriter(str(tb_dir)) as writer:

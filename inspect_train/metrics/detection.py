@@ -22,10 +22,17 @@ Detections and truths are lists, one entry per image: {"boxes": (M, 4) x0 y0 x1 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import math
 
 import numpy as np
 import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+from sklearn.metrics import roc_auc_score
+
+from inspect_train.metrics.paired import _bootstrap_many, _undefined
 
 BACKEND = "pycocotools"
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)  # COCO's
@@ -39,7 +46,7 @@ def recall_key(fpr: float) -> str:
 
 
 def _evaluator(extended: bool):
-    from torchmetrics.detection import MeanAveragePrecision
+    from torchmetrics.detection import MeanAveragePrecision  # heavy optional dependency: only mAP needs it
 
     # sync_on_compute off: under torchrun rank 0 evaluates the whole test set alone while the other ranks wait at
     # a barrier, so the evaluator's default gather across processes would wait for ranks that never call it.
@@ -111,8 +118,6 @@ def threshold_at_fpr(good_scores: np.ndarray, fpr: float) -> float | None:
 
 def image_metrics(scores: np.ndarray, is_defect: np.ndarray, fpr: float) -> dict:
     """recall_at_fpr (and its threshold) and image_auroc from image scores."""
-    from sklearn.metrics import roc_auc_score
-
     scores, is_defect = np.asarray(scores, dtype=np.float64), np.asarray(is_defect, dtype=bool)
     threshold = threshold_at_fpr(scores[~is_defect], fpr)
     recall = None
@@ -173,12 +178,6 @@ def coco_matches(detections: list[dict], truths: list[dict], n_classes: int) -> 
     true or a false positive at each IoU threshold (T, D), the image it is in, and each image's number of true boxes.
 
     The matching is pycocotools' per-image evaluation (all areas, up to MAX_BOXES per image)."""
-    import contextlib
-    import io
-
-    from pycocotools.coco import COCO
-    from pycocotools.cocoeval import COCOeval
-
     detections, truths = _clean(detections, True), _clean(truths, False)
     n = len(truths)
     annotations, results = [], []
@@ -268,10 +267,6 @@ def detection_intervals(baseline: list[dict], arm: list[dict], truths: list[dict
     """Paired bootstrap 95% intervals of arm - baseline for map_50, map_50_95 and image_auroc, test images
     resampled with replacement (the same draw for both). `exact` {metric: (baseline, arm)}, e.g. the evaluator's
     own values, supplies each reported difference."""
-    from sklearn.metrics import roc_auc_score
-
-    from inspect_train.metrics.paired import _bootstrap_many, _undefined
-
     is_defect = np.asarray(is_defect, dtype=bool)
     tables = {"baseline": coco_matches(baseline, truths, n_classes), "arm": coco_matches(arm, truths, n_classes)}
     scores = {"baseline": image_scores(baseline), "arm": image_scores(arm)}

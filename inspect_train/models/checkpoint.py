@@ -10,6 +10,7 @@ training images only), what it was trained on, and the package versions.
 from __future__ import annotations
 
 import time
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +30,6 @@ REQUIRED = ("task", "architecture", "classes", "resolution", "channels", "state_
 
 def package_versions() -> dict[str, str]:
     """Versions of the packages a result or a model depends on (recorded, never enforced)."""
-    from importlib import metadata
-
     versions = {}
     for name in ("inspect-train", "torch", "torchvision", "timm", "segmentation-models-pytorch", "scikit-learn",
                  "numpy", "torchmetrics", "pycocotools"):

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import timm
 import torch
+from huggingface_hub import constants
+from timm.models import adapt_input_conv, load_state_dict
 from torch import nn
 
 from inspect_train.errors import InputError
@@ -22,8 +24,6 @@ from inspect_train.models.normalise import PRETRAINED, IMAGENET_MEAN, IMAGENET_S
 
 def _load_file(net: nn.Module, path: Path, in_chans: int) -> None:
     """Load matching tensors from a checkpoint; a new head and a different input width are adapted."""
-    from timm.models import adapt_input_conv, load_state_dict
-
     if not path.is_file():
         raise InputError(f"{path}: weights file not found")
     try:
@@ -44,8 +44,6 @@ def _load_file(net: nn.Module, path: Path, in_chans: int) -> None:
 @contextmanager
 def _hub_offline():
     """Look only in the local cache: no network retries on an offline machine."""
-    from huggingface_hub import constants
-
     before = constants.HF_HUB_OFFLINE
     constants.HF_HUB_OFFLINE = True
     try:

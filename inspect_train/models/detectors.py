@@ -21,11 +21,19 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import timm
 import torch
 from torch import nn
-from torchvision.ops.feature_pyramid_network import ExtraFPNBlock
+from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
+from torchvision.models.detection.anchor_utils import AnchorGenerator
+from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
+from torchvision.models.detection.fcos import FCOSHead
+from torchvision.models.detection.retinanet import RetinaNetHead
+from torchvision.ops import FeaturePyramidNetwork, MultiScaleRoIAlign
+from torchvision.ops.feature_pyramid_network import ExtraFPNBlock, LastLevelMaxPool
 
 from inspect_train.errors import InputError
+from inspect_train.models.classifier import _hub_offline, _load_file
 from inspect_train.models.normalise import IMAGENET_MEAN, IMAGENET_STD, PRETRAINED, fit_channels
 from inspect_train.models.registry import DETECTORS
 
@@ -91,9 +99,6 @@ class PyramidBackbone(nn.Module):
     def __init__(self, encoder: str, in_chans: int, levels: list[int], channels: int, extra: str | int,
                  weights: str | None = None):
         super().__init__()
-        from torchvision.ops import FeaturePyramidNetwork
-        from torchvision.ops.feature_pyramid_network import LastLevelMaxPool
-
         self.body = timm_features(encoder, in_chans, levels, weights)
         self.strides = [int(s) for s in self.body.feature_info.reduction()]
         blocks = LastLevelMaxPool() if extra == "pool" else (ExtraLevels(channels, int(extra)) if extra else None)
@@ -113,10 +118,6 @@ class PyramidBackbone(nn.Module):
 
 def timm_features(encoder: str, in_chans: int, levels: list[int], weights: str | None) -> nn.Module:
     """timm `encoder` as a feature extractor at `levels`, random init, timm's cached weights, or a local file."""
-    import timm
-
-    from inspect_train.models.classifier import _hub_offline, _load_file
-
     kwargs = dict(features_only=True, out_indices=tuple(levels), in_chans=in_chans)
     try:
         if weights is not None and str(weights) == PRETRAINED:
@@ -144,8 +145,6 @@ def timm_features(encoder: str, in_chans: int, levels: list[int], weights: str |
 
 def check_detector_args(name: str, encoder: str, weights: str | None) -> None:
     """Cheap checks before any data is read: a known detector and backbone, an existing weights file."""
-    import timm
-
     if name not in DETECTORS:
         raise InputError(f"--model '{name}': unknown detector (choose from {', '.join(DETECTORS)})")
     if encoder not in timm.list_models() and encoder.split(".")[0] not in timm.list_models():
@@ -190,13 +189,6 @@ class Detector(nn.Module):
 def build_detector(name: str, in_chans: int, num_classes: int, size: tuple[int, int], config: dict | None = None,
                    weights: str | None = None) -> Detector:
     """Detector `name` for `num_classes` defect types on (H, W) = `size` images of `in_chans` channels."""
-    from torchvision.models.detection import FCOS, FasterRCNN, RetinaNet
-    from torchvision.models.detection.anchor_utils import AnchorGenerator
-    from torchvision.models.detection.fcos import FCOSHead
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-    from torchvision.models.detection.retinanet import RetinaNetHead
-    from torchvision.ops import MultiScaleRoIAlign
-
     cfg = detector_config(config)
     check_detector_args(name, cfg["encoder"], weights)
     if num_classes < 1:

@@ -14,6 +14,8 @@ from typing import Any
 from torch import nn
 
 from inspect_train.errors import InputError
+from inspect_train.models.classifier import build_classifier
+from inspect_train.models.segmenters import build_segmenter
 
 SEGMENTERS = ("unet", "deeplabv3", "draem")
 DETECTORS = ("fcos", "retinanet", "fasterrcnn")
@@ -21,15 +23,11 @@ DETECTORS = ("fcos", "retinanet", "fasterrcnn")
 
 def create_classifier(name: str, num_classes: int, in_chans: int = 3, weights: str | None = None) -> nn.Module:
     """A timm classifier for [0, 1] images with a `num_classes` head (random init unless `weights`)."""
-    from inspect_train.models.classifier import build_classifier
-
     return build_classifier(name, num_classes, in_chans, weights)
 
 
 def create_segmenter(name: str, in_chans: int, config: dict | None = None, weights: str | None = None) -> nn.Module:
     """A segmenter from SEGMENTERS for [0, 1] images; `config` holds its widths (and `encoder` for smp models)."""
-    from inspect_train.models.segmenters import build_segmenter
-
     if name not in SEGMENTERS:
         raise InputError(f"--model '{name}': unknown segmenter (choose from {', '.join(SEGMENTERS)})")
     config = dict(config or {})
@@ -40,7 +38,7 @@ def create_detector(name: str, in_chans: int, num_classes: int, size: tuple[int,
                     weights: str | None = None) -> nn.Module:
     """A detector from DETECTORS for [0, 1] images of (H, W) = `size`, finding `num_classes` defect types;
     `config` holds its backbone (`encoder`), pyramid and head settings (see inspect_train.models.detectors)."""
-    from inspect_train.models.detectors import build_detector
+    from inspect_train.models.detectors import build_detector  # import cycle: detectors imports DETECTORS from here
 
     if name not in DETECTORS:
         raise InputError(f"--model '{name}': unknown detector (choose from {', '.join(DETECTORS)})")

@@ -14,6 +14,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants as hub
 import torch
 import torch.nn as nn
 import segmentation_models_pytorch as smp
@@ -85,7 +86,6 @@ def _hub_offline(active: bool):
     if not active:
         yield
         return
-    import huggingface_hub.constants as hub
 
     before = hub.HF_HUB_OFFLINE
     hub.HF_HUB_OFFLINE = True

@@ -21,10 +21,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from inspect_train.errors import InputError
-from inspect_train.metrics.open_set import OPEN_SET_METRICS
+from inspect_train.metrics.classification import classification_metrics
+from inspect_train.metrics.open_set import OPEN_SET_METRICS, open_set_metrics, unknown_scores
+from inspect_train.metrics.paired import classification_ap_interval, mcnemar_exact, unknown_auroc_intervals
+from inspect_train.models.classifier import check_model_args
+from inspect_train.models.registry import architecture, create_classifier
 from inspect_train.online import GOOD
 from inspect_train.settings import ClassifySettings
+from inspect_train.tasks.common import confusion_image
 from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
+from inspect_train.tasks.open_set import UNKNOWN
 from inspect_train.tasks.runner import Evaluation, TestSet
 
 GOOD_METRICS = ["defect_vs_good_ap", "defect_vs_good_auroc"]
@@ -59,9 +65,6 @@ def class_probabilities(model, images: torch.Tensor, device, batch_size: int) ->
 
 def _open_set_evaluation(logits: torch.Tensor, tests: TestSet) -> Evaluation:
     """The open-set scores on every image, and the closed-set metrics on the known images alone."""
-    from inspect_train.metrics.classification import classification_metrics
-    from inspect_train.metrics.open_set import open_set_metrics, unknown_scores
-
     probabilities = torch.softmax(logits, dim=1)
     known = ~tests.unknown
     scores = unknown_scores(logits.numpy())
@@ -135,8 +138,6 @@ class ClassifyTask:
         return ["accuracy", "balanced_accuracy", "auprc", *(GOOD_METRICS if settings.with_good else [])]
 
     def check_settings(self, settings: ClassifySettings) -> None:
-        from inspect_train.models.classifier import check_model_args
-
         check_model_args(settings.model, settings.weights)
 
     def class_names(self, settings: ClassifySettings, defect_types: list[str]) -> list[str]:
@@ -146,18 +147,12 @@ class ClassifyTask:
         return None
 
     def build_model(self, settings: ClassifySettings, data, classes: list[str]):
-        from inspect_train.models.registry import create_classifier
-
         return create_classifier(settings.model, len(classes), data.channels, settings.weights)
 
     def architecture(self, settings: ClassifySettings, data, classes: list[str]) -> dict:
-        from inspect_train.models.registry import architecture
-
         return architecture("classify", settings.model, data.channels, num_classes=len(classes))
 
     def build_from_architecture(self, record: dict):
-        from inspect_train.models.registry import create_classifier
-
         return create_classifier(record["name"], record["num_classes"], record["in_chans"])
 
     def learning_rate(self, settings) -> float:
@@ -170,8 +165,6 @@ class ClassifyTask:
         return _step
 
     def evaluate(self, model, tests: TestSet, settings, device) -> Evaluation:
-        from inspect_train.metrics.classification import classification_metrics
-
         logits = class_logits(model, tests.images, device, settings.eval_batch_size)
         if tests.unknown is not None:
             return _open_set_evaluation(logits, tests)
@@ -180,8 +173,6 @@ class ClassifyTask:
         return Evaluation(metrics, probabilities)
 
     def log_evaluation(self, writer, tests: TestSet, evaluation: Evaluation, settings) -> None:
-        from inspect_train.tasks.common import confusion_image
-
         metrics, step = evaluation.metrics, settings.steps
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
@@ -208,8 +199,6 @@ class ClassifyTask:
                                 step)
 
     def prediction_rows(self, tests: TestSet, evaluation: Evaluation, threshold, settings) -> list[dict]:
-        from inspect_train.tasks.open_set import UNKNOWN
-
         probabilities = evaluation.outputs
         predicted = probabilities.argmax(1)
         scores = evaluation.unknown_scores or {}
@@ -227,8 +216,6 @@ class ClassifyTask:
         return rows
 
     def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings, seed: int) -> dict:
-        from inspect_train.metrics.paired import classification_ap_interval, mcnemar_exact, unknown_auroc_intervals
-
         labels = tests.labels.numpy()
         right = lambda e: (e.outputs.argmax(1).numpy() == labels)  # noqa: E731
         if tests.unknown is not None:  # open set: flagging the held-out type, and accuracy on the known images

@@ -8,15 +8,20 @@ forbids choosing a checkpoint on the test set.
 from __future__ import annotations
 
 import math
+import os
 import random
 from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from PIL import Image, ImageDraw
 from torch import nn
+from torchvision.utils import make_grid
 from tqdm import tqdm
 
+from inspect_train.distributed import DistContext, init_distributed
 from inspect_train.errors import InputError
 
 
@@ -108,15 +113,13 @@ def train_fixed_steps(
 
 
 def open_writer(log_dir: str | Path):
-    from torch.utils.tensorboard import SummaryWriter
+    from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logging needs it
 
     return SummaryWriter(log_dir=str(log_dir))
 
 
 def sample_grid(images: torch.Tensor, masks: torch.Tensor | None = None, max_n: int = 16) -> torch.Tensor:
     """A (3, H, W) grid: a row of images, and under it their masks (red overlay) when given."""
-    from torchvision.utils import make_grid
-
     images = images[:max_n].detach().float().cpu().clamp(0, 1)
     if images.shape[1] == 1:
         images = images.expand(-1, 3, -1, -1)
@@ -133,8 +136,6 @@ def sample_grid(images: torch.Tensor, masks: torch.Tensor | None = None, max_n: 
 
 def confusion_image(matrix, class_names: list[str], cell: int = 48) -> torch.Tensor:
     """A (3, H, W) uint8 picture of a confusion matrix (rows: true, columns: predicted), counts written in."""
-    from PIL import Image, ImageDraw
-
     matrix = np.asarray(matrix, dtype=np.float64)
     k = matrix.shape[0]
     label_w = 8 * max(len(n) for n in class_names) + 32
@@ -164,10 +165,6 @@ def start_run(device_name: str | None = "auto"):
 
     One process keeps `choose_device`'s device exactly; under torchrun each rank takes its own GPU (or the CPU).
     """
-    import os
-
-    from inspect_train.distributed import DistContext, init_distributed
-
     device = choose_device(device_name)  # validates the name the same way in both cases
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return DistContext(device=device)
@@ -178,7 +175,6 @@ def broadcast_object(ctx, value):
     """Rank 0's value on every rank (e.g. a timestamped output folder)."""
     if not ctx.enabled:
         return value
-    import torch.distributed as dist
 
     holder = [value]
     dist.broadcast_object_list(holder, src=0)
@@ -189,7 +185,6 @@ def gather_union(ctx, items: set) -> set:
     """The union of every rank's set (e.g. the real images each rank trained on, for the audit trail)."""
     if not ctx.enabled:
         return set(items)
-    import torch.distributed as dist
 
     gathered: list = [None] * ctx.world_size
     dist.all_gather_object(gathered, set(items))
@@ -247,8 +242,6 @@ DUMP_ENV = "INSPECT_TRAIN_DEBUG_DUMP"  # a folder: every rank saves its trained 
 
 def debug_dump(ctx, model: nn.Module, name: str) -> None:
     """With $INSPECT_TRAIN_DEBUG_DUMP set, save this rank's weights as <name>-rank<r>.pt, to compare ranks."""
-    import os
-
     folder = os.environ.get(DUMP_ENV)
     if not folder:
         return

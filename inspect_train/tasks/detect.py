@@ -32,9 +32,15 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from torchvision.utils import draw_bounding_boxes, make_grid
 
+from inspect_train.boxes import box_targets
 from inspect_train.errors import InputError
-from inspect_train.metrics.detection import recall_key
+from inspect_train.metrics.detection import (RECALL_POINTS, box_f1_threshold, detection_intervals, detection_metrics,
+                                             flagged, image_scores, recall_key)
+from inspect_train.metrics.paired import mcnemar_exact
+from inspect_train.models.detectors import ScriptedDetector, check_detector_args, detector_config
+from inspect_train.models.registry import DETECTORS, architecture, create_detector
 from inspect_train.online import GOOD
 from inspect_train.settings import DetectSettings
 from inspect_train.tasks.exporting import TOLERANCE, first_line, quiet_jit
@@ -72,8 +78,6 @@ def predict_boxes(model, images: torch.Tensor, device, batch_size: int) -> list[
 
 
 def _step(net, batch, join: int = 0):
-    from inspect_train.boxes import box_targets
-
     terms = net(batch.images, box_targets(batch.masks, batch.labels, join=join))
     loss = sum(terms.values())
     return loss, {k: v.detach() for k, v in terms.items()}
@@ -91,8 +95,6 @@ def box_text(found: dict, classes: list[str], threshold: float) -> str:
 
 def draw_boxes(image: torch.Tensor, boxes: torch.Tensor, colour: str) -> torch.Tensor:
     """uint8 (3, H, W) picture of a [0, 1] or uint8 image with the boxes outlined."""
-    from torchvision.utils import draw_bounding_boxes
-
     if image.dtype != torch.uint8:
         image = (image.clamp(0, 1) * 255 + 0.5).to(torch.uint8)
     if image.shape[0] == 1:
@@ -191,9 +193,6 @@ class DetectTask:
         return ["map_50", "map_50_95", recall_key(settings.recall_fpr), "image_auroc"]
 
     def check_settings(self, settings: DetectSettings) -> None:
-        from inspect_train.models.detectors import check_detector_args, detector_config
-        from inspect_train.models.registry import DETECTORS
-
         if settings.model not in DETECTORS:
             raise InputError(f"--model '{settings.model}': unknown detector (choose from {', '.join(DETECTORS)})")
         config = detector_config(settings.model_config())
@@ -208,21 +207,14 @@ class DetectTask:
         return None  # any size: the detector pads each batch to its pyramid's stride
 
     def build_model(self, settings: DetectSettings, data, classes: list[str]):
-        from inspect_train.models.registry import create_detector
-
         return create_detector(settings.model, data.channels, len(classes) - 1, data.size, settings.model_config(),
                                settings.weights)
 
     def architecture(self, settings: DetectSettings, data, classes: list[str]) -> dict:
-        from inspect_train.models.detectors import detector_config
-        from inspect_train.models.registry import architecture
-
         return architecture("detect", settings.model, data.channels, num_classes=len(classes) - 1,
                             config=detector_config(settings.model_config()), size=data.size)
 
     def build_from_architecture(self, record: dict):
-        from inspect_train.models.registry import create_detector
-
         return create_detector(record["name"], record["in_chans"], record["num_classes"], tuple(record["size"]),
                                record.get("config"))
 
@@ -236,9 +228,6 @@ class DetectTask:
         return functools.partial(_step, join=int(settings.box_join))
 
     def evaluate(self, model, tests: TestSet, settings: DetectSettings, device) -> Evaluation:
-        from inspect_train.boxes import box_targets
-        from inspect_train.metrics.detection import detection_metrics, image_scores
-
         found = predict_boxes(model, tests.images, device, settings.eval_batch_size)
         truths = box_targets(tests.masks, tests.labels, device="cpu", join=int(settings.box_join))
         is_defect = (tests.labels != tests.classes.index(GOOD)).numpy()
@@ -255,10 +244,6 @@ class DetectTask:
     def log_evaluation(self, writer, tests: TestSet, evaluation: Evaluation, settings: DetectSettings) -> None:
         """Metrics, the image-level PR curve, each type's box PR curve at IoU 0.5, and a grid of test images:
         true boxes (green) beside the boxes found above the image threshold at the fixed FPR (red)."""
-        from torchvision.utils import make_grid
-
-        from inspect_train.metrics.detection import RECALL_POINTS
-
         metrics, outputs, step = evaluation.metrics, evaluation.outputs, settings.steps
         for key, value in metrics.items():
             if isinstance(value, (int, float)):
@@ -300,8 +285,6 @@ class DetectTask:
 
     def prediction_rows(self, tests: TestSet, evaluation: Evaluation, threshold: dict | None,
                         settings: DetectSettings) -> list[dict]:
-        from inspect_train.metrics.detection import flagged
-
         outputs, metrics = evaluation.outputs, evaluation.metrics
         at_fpr = flagged(outputs.scores, metrics.get("image_threshold_at_fpr"))
         score = None if threshold is None else float(threshold["score"])
@@ -330,9 +313,6 @@ class DetectTask:
                      seed: int) -> dict:
         """Paired bootstrap of the mAP and image-AUROC differences; exact McNemar on the image-level decisions at
         the fixed FPR (each model at its own threshold)."""
-        from inspect_train.metrics.detection import detection_intervals, flagged
-        from inspect_train.metrics.paired import mcnemar_exact
-
         is_defect = (tests.labels != tests.classes.index(GOOD)).numpy()
         keys = ("map_50", "map_50_95", "image_auroc")
         exact = {k: (baseline.metrics.get(k), arm.metrics.get(k)) for k in keys}
@@ -349,9 +329,6 @@ class DetectTask:
     def decision_threshold(self, model, pool, settings: DetectSettings, device) -> dict:
         """The box score threshold with the best F1 at IoU 0.5 on the arm's real training images (base-set defects
         + train/good): what predict keeps."""
-        from inspect_train.boxes import box_targets
-        from inspect_train.metrics.detection import box_f1_threshold
-
         found = predict_boxes(model, pool.images, device, settings.eval_batch_size)
         truths = box_targets(pool.masks.float(), pool.labels, device="cpu", join=int(settings.box_join))
         return {"score": box_f1_threshold(found, truths), "iou": 0.5,
@@ -362,8 +339,6 @@ class DetectTask:
         return BoxPrediction(stored_threshold(meta, threshold, "score", "box score"), meta)
 
     def export_graph(self, model):
-        from inspect_train.models.detectors import ScriptedDetector
-
         return ScriptedDetector(model).eval()
 
     def compile_torchscript(self, graph, example, meta: dict):

@@ -47,7 +47,7 @@ def trace_torchscript(graph: nn.Module, example: torch.Tensor, meta: dict):
 def run_exported(path: Path, fmt: str, images: torch.Tensor) -> np.ndarray:
     """The exported file's output for `images`, run the way a deployment would run it (CPU)."""
     if fmt == "onnx":
-        import onnxruntime
+        import onnxruntime  # heavy optional dependency: only checking an ONNX export needs it
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return np.asarray(session.run(None, {session.get_inputs()[0].name: images.numpy()})[0])

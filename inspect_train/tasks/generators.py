@@ -23,9 +23,10 @@ from typing import Callable
 
 from filelock import FileLock, Timeout
 
-from generators.registry import get_spec
+from generators.registry import checkpoint_kinds, get_spec, spec_for_kind
 from generators.spec import BuildRequest, GeneratorSpec, Plan, TrainJob
 from inspect_train.data.category import CategoryData, load_category
+from inspect_train.checkpoint import checkpoint_kind, read_checkpoint
 from inspect_train.distributed import DistContext
 from inspect_train.errors import InputError, ResumeRefused
 from inspect_train.protocol import read_json, write_json_atomic
@@ -207,6 +208,33 @@ def open_cache(name: str, data: CategoryData, options: dict, folder: Path, *, se
         say(plan.note)
     return GeneratorCache(spec, plan, where, at_size(data, plan.size), seed=seed, device=str(device),
                           progress=progress, manifest_path=str(manifest_path), ctx=ctx, say=say)
+
+
+def read_learned_checkpoint(path: Path | str) -> tuple[GeneratorSpec, dict]:
+    """(the learned generator that wrote the file, its contents), read safely; a file of another kind, or one of
+    ours missing what its kind's checkpoints hold, is one line naming what it is and what is accepted."""
+    state = read_checkpoint(path)
+    kind = checkpoint_kind(state)
+    spec = spec_for_kind(kind)
+    if spec is None:
+        raise InputError(f"{path}: {f'a {kind!r} file' if kind else 'a file of no known kind'}, not a learned "
+                         f"generator's checkpoint (accepted: {checkpoint_kinds()})")
+    missing = [key for key in spec.learned.keys if key not in state]
+    if missing:
+        raise InputError(f"{path}: an incomplete {kind} checkpoint (no {', '.join(missing)})")
+    return spec, state
+
+
+@contextlib.contextmanager
+def loading(paths, kind: str):
+    """Build a generator from checkpoints the user gave: weights that do not fit the networks their own config
+    describes (a foreign or hand-edited file) are one line, not a traceback."""
+    try:
+        yield
+    except (KeyError, RuntimeError, TypeError, ValueError, AttributeError) as err:
+        names = ", ".join(str(p) for p in paths)
+        why = f"no {err.args[0]!r}" if isinstance(err, KeyError) and err.args else str(err).splitlines()[0][:200]
+        raise InputError(f"{names}: cannot be loaded as {kind} checkpoint(s) ({why})") from None
 
 
 def build_generator(name: str, request: BuildRequest):

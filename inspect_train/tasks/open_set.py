@@ -12,6 +12,8 @@ import torch
 
 from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
+from inspect_train.metrics.open_set import UNKNOWN_SCORES
+from inspect_train.report import summarise
 
 UNKNOWN = "unknown"  # the true class of a held-out image in predictions.csv
 UNKNOWN_LABEL = -1  # its label in a TestSet (no class index)
@@ -47,7 +49,7 @@ def unknown_images(data: CategoryData, part: dict, held_out: str):
 
 def with_unknown(tests, data: CategoryData, part: dict, held_out: str):
     """The known types' TestSet with the held-out type's images appended, labelled UNKNOWN_LABEL."""
-    from inspect_train.tasks.runner import TestSet
+    from inspect_train.tasks.runner import TestSet  # import cycle: the runner imports this module
 
     extra = unknown_images(data, part, held_out)
     unknown = torch.cat([torch.zeros(len(tests.names), dtype=torch.bool), torch.ones(len(extra), dtype=torch.bool)])
@@ -76,9 +78,6 @@ def section(entries: list[dict], arms: list[str], metrics: list[str], baseline: 
     """results.json `open_set`: per partition, held-out type and arm the runs (moved out of `entries`), and the
     summary per held-out type (mean ± std over partitions, difference to real-only), overall (over partitions)
     and over every held-out run (type x partition)."""
-    from inspect_train.metrics.open_set import UNKNOWN_SCORES
-    from inspect_train.report import summarise
-
     partitions = [{"partition": e["partition"], "held_out": e.pop("held_out")} for e in entries]
     per_type = {t: summarise([{"arms": p["held_out"][t]["arms"]} for p in partitions], arms, metrics, baseline)
                 for t in types}

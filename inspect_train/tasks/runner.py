@@ -22,19 +22,39 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
 import torch
+import yaml
 from torch import nn
 
 from generators.registry import REAL_ONLY, aug_names, get_spec
-from inspect_train.data.category import CategoryData
+from generators.spec import BuildRequest
+from inspect_train.commands._cmdline import command_line
+from inspect_train.data.category import CategoryData, load_category
+from inspect_train.data.fingerprint import category_digest
+from inspect_train.data.images import parse_resolution
+from inspect_train.data.mvtec import scan_category
+from inspect_train.data.toy import write_toy_dataset
+from inspect_train.distributed import shutdown
 from inspect_train.errors import InputError
+from inspect_train.models.checkpoint import save_model
 from inspect_train.online import GOOD, OnlineBatches, RealPool
-from inspect_train.settings import TaskSettings
+from inspect_train.output_paths import check_output_folder, make_folder, portable_path
+from inspect_train.protocol import get_partition, manifest_for_run
+from inspect_train.report import print_summary, run_record, write_results
+from inspect_train.settings import TaskSettings, resolve_settings, write_config
+from inspect_train.tasks import generators as learned
+from inspect_train.tasks.common import (broadcast_object, debug_dump, finish_training, gather_union, make_optimizer,
+                                        open_writer, prepare_model, sample_grid, seed_everything, start_run,
+                                        train_fixed_steps)
+from inspect_train.tasks.open_set import held_out_types, known_part, partition_entry, section, with_unknown
+from inspect_train.tasks.resume import FinishedArms, arm_folder, run_stamp
 
 BASELINE = "none"
 
@@ -152,8 +172,6 @@ def _steps_for_epochs(task: Task, settings: TaskSettings, epochs: float, data: C
                       held_out: list[str] | None) -> int:
     """--epochs as steps, the same for every run of the command. Open set: a run trains on the known types only,
     so the epoch is the mean over the held-out runs of their known pools (the held-out base images never count)."""
-    from inspect_train.tasks.open_set import known_part
-
     views = [known_part(part, t) for t in held_out] if held_out else [part]
     pools = [real_pool_size(data, v, task.class_names(settings, sorted(v["defects"]))) for v in views]
     return max(1, math.ceil(epochs * (sum(pools) / len(pools)) / settings.batch_size))
@@ -170,9 +188,6 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     Under torchrun each rank draws its share of the batch from its own seed and DDP averages the gradients,
     so the global batch and the schedule are those of one process; only rank 0 logs.
     """
-    from inspect_train.tasks.common import (finish_training, make_optimizer, open_writer, prepare_model,
-                                            sample_grid, seed_everything, train_fixed_steps)
-
     pool = RealPool(data, base_names_of(part, classes), classes, device)
     batches = OnlineBatches(
         pool, generator, batch_size=ctx.local_batch(settings.batch_size), synthetic_ratio=settings.synthetic_ratio,
@@ -218,9 +233,6 @@ def _train_and_evaluate(task: Task, settings: TaskSettings, arm: str, data: Cate
                         place: Path, ctx, label: str, trained_on: dict) -> tuple:
     """Train one arm, then on rank 0 evaluate it once on the test set and save the model, predictions.csv and the
     task's own files. Returns (evaluation, run record, real images served) on rank 0, (None, None, served) elsewhere."""
-    from inspect_train.models.checkpoint import save_model
-    from inspect_train.tasks.common import debug_dump, gather_union
-
     started = time.time()
     generator = None if arm in REAL_ONLY else make_generator(arm, part["partition"], base_names_of(part, classes))
     model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
@@ -261,9 +273,6 @@ def run_partition(task: Task, settings: TaskSettings, data: CategoryData, manife
     With `held_out_types` (open set) the arms run once per held-out type, each on the partition without it;
     the entry's arms are then the means over those runs and `held_out` holds each run's own entry.
     """
-    from inspect_train.protocol import get_partition
-    from inspect_train.tasks.open_set import partition_entry
-
     part = get_partition(manifest, partition)
     if not held_out_types:
         return _run_arms(task, settings, data, part, arms, make_generator, seed, device, out, ctx, trained_on,
@@ -279,8 +288,6 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
     """The arms on one partition; with `held_out`, on the partition without that type (whose images all join
     the test set as unknown), each arm into its own unknown-<type> folder. `finished` (resume.FinishedArms) keeps
     each arm's evaluation on disk when it finishes and, with --resume, reads finished arms back."""
-    from inspect_train.tasks.open_set import known_part, with_unknown
-
     partition = part["partition"]
     full, part = part, (known_part(part, held_out) if held_out else part)
     classes = task.class_names(settings, sorted(part["defects"]))
@@ -299,10 +306,10 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
     used: set = set()
     baseline: Evaluation | None = None
     for arm in arms:
-        place = Path(f"P{partition}", arm, *([f"unknown-{held_out}"] if held_out else []))
+        place = arm_folder(Path(), partition, arm, held_out)
         folder = out / place
         label = f"P{partition} {arm}" + (f" (unknown {held_out})" if held_out else "")
-        saved = finished.read(folder, partition, held_out, label) if finished else None
+        saved = finished.read(folder, arm, partition, held_out, label) if finished else None
         if saved is not None:
             if ctx.is_main:
                 print(f"{label}: finished earlier, read back from {folder}")
@@ -315,7 +322,7 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
                 {**trained_on, "partition": partition, "arm": arm, **({"held_out": held_out} if held_out else {})})
             used |= served
             if evaluation is not None and finished:  # rank 0 evaluated it
-                finished.save(folder, partition, held_out, evaluation, run_record, served)
+                finished.save(folder, arm, partition, held_out, evaluation, run_record, served)
         if not ctx.is_main:  # rank 0 evaluates, saves and tests against the baseline
             ctx.barrier()
             continue
@@ -343,9 +350,6 @@ def run_command(task: Task, args) -> int:
 def run_task(task: Task, args) -> tuple[Path, dict] | None:
     """Train and evaluate every arm; (the output folder, the results as results.json holds them) on rank 0, None
     on the other ranks."""
-    from inspect_train.distributed import shutdown
-    from inspect_train.tasks.common import start_run
-
     ctx = start_run(args.device)
     try:
         return _run(task, args, ctx)
@@ -358,10 +362,6 @@ def _check_args(args) -> None:
         raise InputError("--data needs --category (a folder under the data root)")
     if args.category and not args.data:
         raise InputError("--category needs --data (without --data the toy dataset is used)")
-    if not args.partitions or min(args.partitions) < 1:
-        raise InputError(f"--partitions must be numbers from 1 (got {args.partitions})")
-    if args.epochs is not None and args.epochs <= 0:
-        raise InputError(f"--epochs must be positive (got {args.epochs})")
 
 
 def _open_set_types(task: Task, args, defect_types: list[str]) -> list[str] | None:
@@ -371,16 +371,8 @@ def _open_set_types(task: Task, args, defect_types: list[str]) -> list[str] | No
         return None
     if not hasattr(task, "open_set_metrics"):
         raise InputError(f"{task.name} has no open-set evaluation")
-    from inspect_train.tasks.open_set import held_out_types
 
     return held_out_types(named, defect_types)
-
-
-def portable_path(path: Path, base: Path) -> str:
-    """`path` as a model file or a generator checkpoint records it: relative to the run folder `base` when inside
-    it, else the file's name, so that no shipped file carries a path of the machine it was made on."""
-    path, base = Path(path).resolve(), Path(base).resolve()
-    return str(path.relative_to(base)) if path.is_relative_to(base) else path.name
 
 
 def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: CategoryData, out: Path, args,
@@ -391,9 +383,6 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
     in its own folder there; each cache refuses generators trained on another base set. The caches are opened here,
     before any arm trains, so a bad config fails at once.
     """
-    from generators.spec import BuildRequest
-    from inspect_train.tasks import generators as learned
-
     folder = Path(args.generators) if args.generators else out / "generators"
     caches: dict = {}
     for arm in arms:
@@ -414,17 +403,36 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
     return make
 
 
-def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
-    from inspect_train.commands._cmdline import command_line
-    from inspect_train.data.category import load_category
-    from inspect_train.data.images import parse_resolution
-    from inspect_train.data.mvtec import scan_category
-    from inspect_train.protocol import get_partition, manifest_for_run
-    from inspect_train.report import print_summary, run_record, write_results
-    from inspect_train.settings import resolve_settings, write_config
-    from inspect_train.tasks.common import broadcast_object, main_first
-    from inspect_train.tasks.resume import FinishedArms, run_stamp
+def _check_resumed_task(task: Task, out: Path) -> None:
+    """`segment --resume` on a classify run folder is refused by name, before anything is read or written."""
+    try:
+        record = yaml.safe_load((out / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError):
+        return  # no readable record: the finished arms' stamps decide
+    run = record.get("run") if isinstance(record, dict) else None
+    done = run.get("task") if isinstance(run, dict) else None
+    if done and done != task.name:
+        raise InputError(f"--resume: {out} holds a {done} run, not a {task.name} run; use another --out")
 
+
+def _read_inputs(task: Task, settings: TaskSettings, args, data_root: Path, category: str, out: Path, size):
+    """Scan and load the data, choose the manifest and build the model once (a bad --encoder or --weights
+    fails here); writes nothing. (index, RunManifest, CategoryData, held-out types or None)."""
+    index = scan_category(data_root, category)
+    classes = task.class_names(settings, index.defect_types)  # a one-class problem fails before any image is read
+    held_out = _open_set_types(task, args, index.defect_types)
+    manifest = manifest_for_run(index, args.manifest, out, max(3, *args.partitions), args.seed)
+    for k in args.partitions:
+        get_partition(manifest.manifest, k)
+    data = load_category(data_root, category, size=size, index=index)
+    task.check_data(settings, data)
+    task.build_model(settings, data, classes)
+    return index, manifest, data, held_out
+
+
+def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
+    """Check every input first (settings, output folders, data, manifest, model, generator configs and, with
+    --resume, every finished arm), then write: a refused command creates or changes nothing."""
     started = time.time()
     _check_args(args)
     arms = arms_from(args.aug, not args.no_baseline)
@@ -438,33 +446,51 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
     size = parse_resolution(settings.resolution)
     say = print if ctx.is_main else (lambda *a, **k: None)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    out = Path(broadcast_object(ctx, args.out or f"runs/{task.name}-{'-'.join(arms)}-{stamp}"))
+    out = check_output_folder(broadcast_object(ctx, args.out or f"runs/{task.name}-{'-'.join(arms)}-{stamp}"))
+    if args.generators:
+        check_output_folder(args.generators, "--generators")
     device = ctx.device
+    if args.resume:
+        _check_resumed_task(task, out)
 
-    if args.data:
-        data_root, category = Path(args.data), args.category
-    else:
-        from inspect_train.data.toy import write_toy_dataset
+    with tempfile.TemporaryDirectory(prefix="inspect-train-toy-") as staging:
+        toy = None if args.data else out / "toy-data"
+        staged = broadcast_object(ctx, toy is not None and not (toy / "toy").is_dir())  # rank 0's view
+        data_root = Path(args.data) if args.data else (Path(staging) if staged else toy)
+        if staged:
+            write_toy_dataset(data_root, seed=0)
+        index, manifest, data, held_out = _read_inputs(task, settings, args, data_root, args.category or "toy",
+                                                       out, size)
+        if args.epochs is not None:
+            settings.steps = _steps_for_epochs(task, settings, args.epochs, data,
+                                               get_partition(manifest.manifest, args.partitions[0]), held_out)
+        category = index.category
+        finished = FinishedArms(run_stamp(task.name, settings, args, category_digest(index), category, data.size,
+                                          manifest.manifest),
+                                args.resume, tuple(getattr(task, "saved_types", ())))
+        n_finished = finished.check(out, list(args.partitions), arms, held_out)
+        make = generator_maker(task, settings, arms, data, out, args, portable_path(manifest.path, out), device,
+                               ctx, say if not staged else (lambda *a, **k: None))
 
-        data_root = Path(main_first(ctx, lambda: write_toy_dataset(out / "toy-data", seed=0), lambda: out / "toy-data"))
-        category = "toy"
-        say(f"no --data: using the toy dataset written to {data_root / category}")
-    index = scan_category(data_root, category)
-    task.class_names(settings, index.defect_types)  # a one-class problem fails before any image is read
-    held_out = _open_set_types(task, args, index.defect_types)
-    out.mkdir(parents=True, exist_ok=True)
-    count = max(3, *args.partitions)
-    manifest, manifest_path = main_first(
-        ctx, lambda: manifest_for_run(index, args.manifest, out, count, args.seed),
-        lambda: manifest_for_run(index, args.manifest or str(out / "manifest.json"), out, count, args.seed))
-    for k in args.partitions:
-        get_partition(manifest, k)
-    data = load_category(data_root, category, size=size, index=index)
-    task.check_data(settings, data)
-    if args.epochs is not None:
-        settings.steps = _steps_for_epochs(task, settings, args.epochs, data, get_partition(manifest, args.partitions[0]),
-                                           held_out)
-
+        # Every input is checked: from here on the run writes.
+        if ctx.is_main:
+            make_folder(out)
+            if staged:
+                shutil.copytree(data_root / "toy", toy / "toy")
+        ctx.barrier()
+    if toy is not None:
+        data_root = toy
+        say(f"no --data: using the toy dataset in {data_root / category}")
+    if staged:  # the same files, read again where the run keeps them
+        index, manifest, data, held_out = _read_inputs(task, settings, args, data_root, category, out, size)
+        make = generator_maker(task, settings, arms, data, out, args, portable_path(manifest.path, out), device,
+                               ctx, say)
+    if ctx.is_main:
+        manifest.keep()
+    if n_finished:
+        say(f"--resume: {n_finished} finished arm(s) in {out} match this run and are read back")
+    manifest_path = manifest.path
+    manifest = manifest.manifest
     run = {"task": task.name, "aug": arms, "data": str(data_root), "category": category,
            "partitions": list(args.partitions), "seed": args.seed, "manifest": str(manifest_path),
            "device": str(device), "resolution": list(data.size), "channels": data.channels, "preset": str(preset),
@@ -472,10 +498,6 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
            **({"open_set": held_out} if held_out else {})}
     if ctx.is_main:
         write_config(settings, out / "config.yaml", run)
-    make = generator_maker(task, settings, arms, data, out, args, portable_path(manifest_path, out), device, ctx,
-                           say)
-    finished = FinishedArms(run_stamp(settings, args, data_root, category, data.size, manifest), args.resume,
-                            tuple(getattr(task, "saved_types", ())))
     entries = []
     trained_on = {"category": category, "data": Path(data_root).resolve().name,
                   "manifest": portable_path(manifest_path, out), "seed": args.seed}
@@ -486,6 +508,7 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
                                      trained_on, held_out_types=held_out, finished=finished))
     if not ctx.is_main:
         return None  # rank 0 evaluated and writes the results
+
     n_synthetic = round(settings.synthetic_ratio * settings.batch_size)
     schedule = {"steps": settings.steps, "batch_size": settings.batch_size, "synthetic_per_batch": n_synthetic,
                 "real_per_batch": settings.batch_size - n_synthetic,
@@ -496,8 +519,6 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
     metrics = task.open_set_metrics if held_out else task.summary_metrics(settings)
     open_set = None
     if held_out:
-        from inspect_train.tasks.open_set import section
-
         open_set = section(entries, arms, metrics, baseline, held_out)
     record = run_record(
         task=task.name, arms=arms, baseline=baseline, metrics=metrics,

@@ -22,9 +22,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
+from segmentation_models_pytorch.losses import DiceLoss
+from torchvision.utils import make_grid
 
 from inspect_train.errors import InputError
-from inspect_train.metrics.segmentation import METRIC_KEYS, image_scores
+from inspect_train.metrics.paired import segmentation_intervals
+from inspect_train.metrics.segmentation import METRIC_KEYS, image_labels, image_scores, segmentation_metrics
+from inspect_train.models.draem import DraemLoss
+from inspect_train.models.registry import SEGMENTERS, architecture, create_segmenter
+from inspect_train.models.segmenters import draem_config, input_divisor
 from inspect_train.online import GOOD
 from inspect_train.settings import SegmentSettings
 from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
@@ -41,8 +47,6 @@ class SegmentationLoss(nn.Module):
 
     def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0):
         super().__init__()
-        from segmentation_models_pytorch.losses import DiceLoss
-
         self.bce_weight, self.dice_weight = bce_weight, dice_weight
         self.dice = DiceLoss(mode="binary", from_logits=True)
 
@@ -117,7 +121,7 @@ class DefectMap(nn.Module):
 
 def heat_map_colours() -> np.ndarray:
     """(256, 3) uint8 colour table; the map is drawn on a fixed 0..1 scale so images are comparable."""
-    from matplotlib import colormaps
+    from matplotlib import colormaps  # heavy optional dependency: only the heat-map pictures need it
 
     return (colormaps[HEAT_MAP](np.linspace(0.0, 1.0, 256))[:, :3] * 255 + 0.5).astype(np.uint8)
 
@@ -177,8 +181,6 @@ class SegmentTask:
         return list(METRIC_KEYS)
 
     def check_settings(self, settings: SegmentSettings) -> None:
-        from inspect_train.models.registry import SEGMENTERS
-
         if settings.model not in SEGMENTERS:
             raise InputError(f"--model '{settings.model}': unknown segmenter (choose from {', '.join(SEGMENTERS)})")
 
@@ -188,8 +190,6 @@ class SegmentTask:
         return [*sorted(defect_types), GOOD]  # train/good always trains a segmenter; test/good is always tested
 
     def check_data(self, settings: SegmentSettings, data) -> None:
-        from inspect_train.models.segmenters import input_divisor
-
         divisor = input_divisor(settings.model, settings.model_config())
         h, w = data.size
         if h % divisor or w % divisor:
@@ -198,18 +198,12 @@ class SegmentTask:
                              f"sides; pass --resolution, e.g. {fit(h)}x{fit(w)}")
 
     def build_model(self, settings: SegmentSettings, data, classes):
-        from inspect_train.models.registry import create_segmenter
-
         return create_segmenter(settings.model, data.channels, settings.model_config(), settings.weights)
 
     def architecture(self, settings: SegmentSettings, data, classes) -> dict:
-        from inspect_train.models.registry import architecture
-
         return architecture("segment", settings.model, data.channels, config=settings.model_config())
 
     def build_from_architecture(self, record: dict):
-        from inspect_train.models.registry import create_segmenter
-
         return create_segmenter(record["name"], record["in_chans"], record.get("config"))
 
     def learning_rate(self, settings: SegmentSettings) -> float:
@@ -220,9 +214,6 @@ class SegmentTask:
 
     def step_fn(self, settings: SegmentSettings, device):
         if settings.model == "draem":
-            from inspect_train.models.draem import DraemLoss
-            from inspect_train.models.segmenters import draem_config
-
             criterion = DraemLoss(draem_config(settings.model_config())).to(device)
 
             def draem_step(net, batch):
@@ -241,8 +232,6 @@ class SegmentTask:
         return segment_step
 
     def evaluate(self, model, tests: TestSet, settings: SegmentSettings, device) -> Evaluation:
-        from inspect_train.metrics.segmentation import segmentation_metrics
-
         maps = predict_maps(model, tests.images, device, settings.eval_batch_size, settings.model == "draem")
         metrics = segmentation_metrics(maps, tests.masks, sigma=float(settings.smooth_sigma))
         metrics = {k: (None if v is None or not math.isfinite(v) else round(float(v), 6)) for k, v in metrics.items()}
@@ -250,10 +239,6 @@ class SegmentTask:
 
     def log_evaluation(self, writer, tests: TestSet, evaluation: Evaluation, settings: SegmentSettings) -> None:
         """Metrics, the pixel and image PR curves, and image | true mask | predicted map for a few defects."""
-        from torchvision.utils import make_grid
-
-        from inspect_train.metrics.segmentation import image_labels
-
         maps, step = evaluation.outputs, settings.steps
         for key, value in evaluation.metrics.items():
             if value is not None:
@@ -291,8 +276,6 @@ class SegmentTask:
 
     def paired_tests(self, tests: TestSet, baseline: Evaluation, arm: Evaluation, settings: SegmentSettings,
                      seed: int) -> dict:
-        from inspect_train.metrics.paired import segmentation_intervals
-
         exact = {k: (baseline.metrics.get(k), arm.metrics.get(k)) for k in METRIC_KEYS}
         return segmentation_intervals(baseline.outputs, arm.outputs, tests.masks, sigma=float(settings.smooth_sigma),
                                       n_resamples=settings.bootstrap_resamples, seed=seed, exact=exact)

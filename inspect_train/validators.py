@@ -1,0 +1,43 @@
+"""Validators of numbers a user gives, shared by a flag (as its argparse `type=`, on the flag's text) and by the
+same setting in a preset or config.yaml, so both are refused with the same words. Generators' options use them
+too (generators.spec.Option.type)."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+class Invalid(argparse.ArgumentTypeError):
+    """A value a `Check` refuses; the message reads after the flag or key it was given for ("must be ...")."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A validator, shared by a setting's flag (as argparse `type=`, on the flag's text) and its preset value:
+    text becomes a `kind` number, a preset's number is kept as written; refused: Invalid("must be <wording>")."""
+
+    kind: type  # int or float
+    wording: str
+    ok: Callable[[Any], bool]
+
+    def __call__(self, value: Any) -> Any:
+        number = value
+        if isinstance(value, str):
+            try:
+                number = self.kind(value)
+            except ValueError:
+                number = None
+        elif isinstance(value, bool) or not isinstance(value, (int, float) if self.kind is float else int):
+            number = None
+        if number is None or not self.ok(number):
+            raise Invalid(f"must be {self.wording} (got {value})")
+        return number
+
+
+positive_int = Check(int, "a positive integer", lambda n: n >= 1)
+whole_number = Check(int, "0 or a positive integer", lambda n: n >= 0)
+positive_float = Check(float, "positive", lambda n: n > 0)
+fraction = Check(float, "between 0 and 1", lambda n: 0 <= n <= 1)
+open_fraction = Check(float, "between 0 and 1, exclusive", lambda n: 0 < n < 1)
