@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
+from inspect_train.errors import InputError
+
 if TYPE_CHECKING:
     import torch
 
@@ -60,8 +62,6 @@ class BuildRequest:
     def base_sets(self, data: "CategoryData | None" = None) -> dict:
         """The ImageSets of each defect type restricted to the partition's base names, from `data` (default: the
         task's; a learned generator passes its own-size data)."""
-        from inspect_train.errors import InputError
-
         data = data if data is not None else self.data
         unknown = sorted(set(self.base_names) - set(data.defects))
         if unknown:

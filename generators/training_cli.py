@@ -22,12 +22,13 @@ from inspect_train.distributed import init_distributed, shutdown
 from inspect_train.errors import InputError
 from inspect_train.output_paths import check_output_folder, make_folder
 from inspect_train.protocol import get_partition, manifest_for_run
+from inspect_train.validators import add_threads_flag, positive_int, whole_number
 
 
 def add_training_flags(p, config_default: str | None, sizes: str) -> None:
     """The flags of every `gan fit-...` command, with one meaning each."""
     p.add_argument("--config", default=config_default, help=f"config name under configs/ ({sizes}) or a YAML path")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the config's)")
+    p.add_argument("--steps", type=whole_number, default=None, help="training steps (default: the config's)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True, help="output folder (checkpoint, tb/ logs)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint in --out")
@@ -35,8 +36,7 @@ def add_training_flags(p, config_default: str | None, sizes: str) -> None:
                    help="start over, replacing the checkpoint a stopped or finished training left in --out")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's); 1 is fastest for small configs on a busy CPU")
+    add_threads_flag(p)
 
 
 def add_partition_flags(p) -> None:
@@ -45,16 +45,14 @@ def add_partition_flags(p) -> None:
     p.add_argument("--category", required=True)
     p.add_argument("--defect", required=True, help="defect type (folder name under test/)")
     p.add_argument("--manifest", default=None, help="few-shot split manifest; made (seeded) in --out if omitted")
-    p.add_argument("--partitions", type=int, default=3, help="partitions when making a manifest (default 3)")
+    p.add_argument("--partitions", type=positive_int, default=3, help="partitions when making a manifest (default 3)")
     p.add_argument("--split-seed", type=int, default=0, help="seed when making a manifest (default 0)")
-    p.add_argument("--partition", type=int, required=True, help="partition number K: train on its base set only")
+    p.add_argument("--partition", type=positive_int, required=True, help="partition number K: train on its base set only")
 
 
 def join_processes(device: str | None, threads: int | None = None):
     """Join torchrun's process group if there is one; this rank's context (device cuda:LOCAL_RANK on a GPU node)."""
     if threads is not None:
-        if threads < 1:
-            raise InputError(f"--threads {threads}: must be at least 1")
         torch.set_num_threads(threads)
     return init_distributed(device)
 
@@ -107,7 +105,3 @@ def start_writing(ctx, out: Path, manifest=None) -> None:
         if manifest is not None:
             manifest.keep()
 
-
-def check_steps(steps) -> None:
-    if steps is not None and steps < 0:
-        raise InputError(f"--steps {steps}: must be 0 or more")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import functools
 import importlib
+import re
 import sys
 
 from inspect_train import __version__
@@ -54,7 +55,23 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         if full:
             entry.add_arguments(p)
             p.set_defaults(func=functools.partial(run_task, entry.name))
+    _refuse_in_one_line(parser)
     return parser
+
+
+def _one_line_error(parser: argparse.ArgumentParser, message: str) -> None:
+    """argparse's refusal as one line, as the command's other input errors read ("--steps must be ...")."""
+    message = re.sub(r"^argument ([^:]+): (?=must be )", r"\1 ", message)
+    parser.exit(EXIT_INPUT_ERROR, f"{parser.prog}: error: {message}\n")
+
+
+def _refuse_in_one_line(parser: argparse.ArgumentParser) -> None:
+    """Every parser and subparser reports a bad flag in one line, without the usage block."""
+    parser.error = functools.partial(_one_line_error, parser)
+    for action in parser._actions:  # argparse exposes subparsers only through this list
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                _refuse_in_one_line(child)
 
 
 def command_of(argv: list[str]) -> str:

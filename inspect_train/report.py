@@ -18,7 +18,6 @@ import math
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from inspect_train.errors import InputError
 from inspect_train.models.checkpoint import package_versions

@@ -41,3 +41,11 @@ whole_number = Check(int, "0 or a positive integer", lambda n: n >= 0)
 positive_float = Check(float, "positive", lambda n: n > 0)
 fraction = Check(float, "between 0 and 1", lambda n: 0 <= n <= 1)
 open_fraction = Check(float, "between 0 and 1, exclusive", lambda n: 0 < n < 1)
+at_least_two = Check(int, "at least 2", lambda n: n >= 2)
+no_cap_or_at_least_two = Check(int, "0 (no cap) or at least 2", lambda n: n == 0 or n >= 2)
+
+
+def add_threads_flag(parser) -> None:
+    """`--threads N`, the same flag in every command that runs torch."""
+    parser.add_argument("--threads", metavar="N", type=positive_int, default=None,
+                        help="CPU threads for torch (default: torch's)")

@@ -11,12 +11,11 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.mask_guard import EmptyMaskGuard
 from generators.dfmgan.networks import Generator
 from inspect_train.data.category import load_category
-from inspect_train.data.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return load_category(write_toy_dataset(tmp_path_factory.mktemp("guard_toy")), "toy", size=(32, 32))
+def toy(toy_root):
+    return load_category(toy_root, "toy", size=(32, 32))
 
 
 def tiny_generator() -> Generator:

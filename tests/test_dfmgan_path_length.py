@@ -12,13 +12,12 @@ from generators.dfmgan.checkpoint import load_checkpoint
 from generators.dfmgan.config import check_config
 from generators.dfmgan.path_length import PL_DECAY, PathLength
 from inspect_train.data.category import load_category
-from inspect_train.data.toy import write_toy_dataset
 from inspect_train.errors import InputError
 
 
 @pytest.fixture(scope="module")
-def toy(tmp_path_factory):
-    return load_category(write_toy_dataset(tmp_path_factory.mktemp("pl_toy")), "toy", size=(32, 32))
+def toy(toy_root):
+    return load_category(toy_root, "toy", size=(32, 32))
 
 
 def _with_pl(config: dict, weight: float = 2.0, every: int = 2) -> dict:

@@ -12,12 +12,6 @@ from generators.dfmgan.api import fit_backbone, fit_defect, load_config
 from generators.dfmgan.checkpoint import TrainingDiverged, load_checkpoint
 from inspect_train.cli import main
 from inspect_train.data.category import load_category
-from inspect_train.data.toy import write_toy_dataset
-
-
-@pytest.fixture(scope="module")
-def toy_root(tmp_path_factory):
-    return write_toy_dataset(tmp_path_factory.mktemp("dfmgan_toy"))
 
 
 @pytest.fixture(scope="module")

@@ -55,10 +55,8 @@ def _worker(rank: int, world: int, port: int, data_root: str, out: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def ddp_run(tmp_path_factory):
-    from inspect_train.data.toy import write_toy_dataset
-
-    data = write_toy_dataset(tmp_path_factory.mktemp("ddp_toy"))
+def ddp_run(toy_root, tmp_path_factory):
+    data = toy_root  # the session's toy dataset, read-only
     out = tmp_path_factory.mktemp("ddp_out")
     mp.start_processes(_worker, args=(2, free_port(), str(data), str(out)), nprocs=2, join=True,
                        start_method="spawn")

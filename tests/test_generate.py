@@ -15,13 +15,11 @@ from generators.dfmgan.networks import Generator
 from generators.dfmgan.checkpoint import load_checkpoint
 from inspect_train.cli import main
 from inspect_train.data.category import load_category
-from inspect_train.data.toy import write_toy_dataset
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory):
-    root = write_toy_dataset(tmp_path_factory.mktemp("gen_toy"))
-    toy = load_category(root, "toy", size=(32, 32))
+def checkpoints(toy_root, tmp_path_factory):
+    toy = load_category(toy_root, "toy", size=(32, 32))
     out = tmp_path_factory.mktemp("gen_ckpt")
     bb = fit_backbone(toy.train_good.images[:32], load_config("dfmgan-tiny"), out, steps=2, progress=False)
     return {d: fit_defect(bb, toy.defects[d].images[:4], toy.defects[d].masks[:4], d, out, steps=2, progress=False)
@@ -135,4 +133,4 @@ def test_generate_box_join_writes_the_joined_boxes(checkpoints, tmp_path, capsys
         assert got == sorted(components_boxes(mask, join=2))
     assert any(components_boxes(m, join=2) != components_boxes(m) for m in masks), "no mask the join changes"
     assert main(argv[:-4] + ["--box-join", "-1", "--checkpoint", str(checkpoints["hole"])]) == 2
-    assert "--box-join -1" in capsys.readouterr().err
+    assert "--box-join must be 0 or a positive integer (got -1)" in capsys.readouterr().err

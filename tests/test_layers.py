@@ -8,7 +8,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 FOUNDATION = ("inspect_train.errors", "inspect_train.atomic", "inspect_train.checkpoint", "inspect_train.data",
               "inspect_train.distributed", "inspect_train.config_files", "inspect_train.protocol",
-              "inspect_train.boxes", "inspect_train.output_paths", "inspect_train.progress")
+              "inspect_train.boxes", "inspect_train.output_paths", "inspect_train.progress",
+              "inspect_train.validators", "inspect_train.tb_writer")
 
 
 def module_name(path: Path) -> str:

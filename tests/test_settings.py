@@ -260,3 +260,28 @@ def test_config_yaml_is_written_as_before(tmp_path, task):
     preset, flags = CONFIG_CASES[task]
     path = write_config(resolve(task, preset, tmp_path, *flags), tmp_path / "config.yaml", {"preset": "PRESET"})
     assert path.read_text() == CONFIG_YAML[task]
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["generate", "--checkpoint", "x.pt", "--out", "o", "--n", "0"], "--n must be a positive integer (got 0)"),
+    (["generate", "--checkpoint", "x.pt", "--out", "o", "--threads", "0"],
+     "--threads must be a positive integer (got 0)"),
+    (["evaluate-gen", "--aug", "crop-paste", "--folds", "1"], "--folds must be at least 2 (got 1)"),
+    (["evaluate-gen", "--aug", "crop-paste", "--max-per-cluster", "1"],
+     "--max-per-cluster must be 0 (no cap) or at least 2 (got 1)"),
+    (["predict", "--model", "m.pt", "--images", "i", "--batch-size", "0"],
+     "--batch-size must be a positive integer (got 0)"),
+    (["gan", "fit-backbone", "--out", "o", "--steps", "-1"], "--steps must be 0 or a positive integer (got -1)"),
+    (["gan", "fit-inpaint", "--data", "d", "--category", "c", "--defect", "x", "--out", "o", "--partition", "0"],
+     "--partition must be a positive integer (got 0)"),
+    (["data", "split", "--data", "d", "--category", "c", "--out", "o.json", "--partitions", "0"],
+     "--partitions must be a positive integer (got 0)"),
+    (["classify", "--threads", "0"], "--threads must be a positive integer (got 0)"),
+])
+def test_every_command_refuses_a_bad_number_in_one_line_before_reading_anything(argv, line, tmp_path, capsys,
+                                                                                monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].endswith(f"error: {line}"), err
+    assert list(tmp_path.iterdir()) == []

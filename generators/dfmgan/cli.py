@@ -15,7 +15,7 @@ from generators.dfmgan.config import resolution_hw, with_resolution
 from generators.dfmgan.describe import describe
 from generators.dfmgan.train_backbone import BACKBONE_FILE
 from generators.dfmgan.train_defect import defect_file
-from generators.training_cli import (add_partition_flags, add_training_flags, check_restart, check_steps,
+from generators.training_cli import (add_partition_flags, add_training_flags, check_restart,
                                      join_processes, partition_base_set, start_writing, train_and_report)
 from inspect_train.data.category import load_category
 from inspect_train.data.images import parse_resolution
@@ -59,7 +59,6 @@ def run_fit_backbone(args) -> int:
     data = load_category(args.data, args.category, size=size)
     if len(data.train_good) == 0:
         raise InputError(f"{data.index.folder / 'train' / 'good'}: no images")
-    check_steps(args.steps)
     config["category"] = args.category
     check_restart(out / BACKBONE_FILE, args)
     ctx = join_processes(args.device, args.threads)
@@ -76,7 +75,6 @@ def run_fit_backbone(args) -> int:
 
 def run_fit_defect(args) -> int:
     check_output_folder(args.out)
-    check_steps(args.steps)
     backbone = load_checkpoint(args.backbone, kind="backbone")
     size = resolution_hw(backbone, args.backbone)
     trained_on = backbone["config"].get("category")

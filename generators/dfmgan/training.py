@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from generators.dfmgan.checkpoint import TrainingDiverged, rng_state, save_checkpoint, set_rng_state
 from inspect_train.errors import InputError, ResumeRefused
+from inspect_train.tb_writer import open_writer
 
 
 def check_images(images: torch.Tensor, size: int | tuple[int, int], what: str,
@@ -265,14 +266,12 @@ class StageLog:
 
     def __init__(self, stage: dict, total: int, step: int, ctx, tb_dir: Path, desc: str, progress: bool, *,
                  tag: str, shown: list[str], grid, save, checkpoint: Path, on_step=None):
-        from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logs need it
-
         self.total, self.ctx, self.on_step = total, ctx, on_step
         self.tag, self.shown, self.grid, self._write = tag, shown, grid, save
         self.guard = FiniteGuard(checkpoint, ctx)
         self.log_every, self.save_every = int(stage.get("log_every", 100)), int(stage.get("save_every", 1000))
         self.grid_every = int(stage.get("grid_every", self.save_every))
-        self.writer = SummaryWriter(str(tb_dir)) if ctx.is_main else None
+        self.writer = open_writer(tb_dir) if ctx.is_main else None
         self.bar = tqdm(total=total, initial=step, disable=not progress or not ctx.is_main, desc=desc, unit="step")
         self.saved = False
         self.kept: dict[str, torch.Tensor] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from generators.inpaint.api import LOSSES, fit_inpaint, load_config
 from generators.inpaint.train import painter_file
-from generators.training_cli import (add_partition_flags, add_training_flags, check_restart, check_steps,
+from generators.training_cli import (add_partition_flags, add_training_flags, check_restart,
                                      join_processes, partition_base_set, start_writing, train_and_report)
 from inspect_train.errors import InputError
 from inspect_train.output_paths import portable_path
@@ -23,7 +23,6 @@ def add_commands(sub) -> None:
 
 
 def run_fit_inpaint(args) -> int:
-    check_steps(args.steps)
     config = load_config(args.config)
     res = int(config["resolution"])
     data, base, manifest, out = partition_base_set(args, (res, res))

@@ -9,36 +9,37 @@ user did not give never overrides a preset.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import re
 
 from generators.registry import aug_names, specs
+from inspect_train.settings import TaskSettings, declarations
+from inspect_train.validators import positive_float, positive_int
 
 DEFAULT_AUG = "crop-paste"
 
 
 def add_generator_flags(p, command: str) -> None:
-    """Each generator option that has a flag for `command`, as its spec declares it (default None: the preset's)."""
+    """Each generator option that has a flag for `command`, as its spec declares it (default None: the preset's).
+    Generators that share a flag (the painters' --mask-source) share its declaration: it is added once and sets
+    that option of each; two different declarations of one flag are refused (one flag, one meaning)."""
+    added: dict[str, tuple[str, object]] = {}
     for spec in specs():
         for option in spec.options:
             if option.flag and command in option.commands:
+                if option.flag in added:
+                    first, declared = added[option.flag]
+                    if declared != option:
+                        raise ValueError(f"generators '{first}' and '{spec.name}' declare {option.flag} differently; "
+                                         "a shared flag must be one declaration (one meaning)")
+                    continue
+                added[option.flag] = (spec.name, option)
                 p.add_argument(option.flag, dest=option.dest, type=option.type, choices=option.choices,
                                metavar=option.metavar, default=None, help=option.help)
-
-
-def _one_line_error(parser, message: str) -> None:
-    """argparse's refusal as one line, as the command's other input errors read ("--steps must be ...")."""
-    message = re.sub(r"^argument ([^:]+): (?=must be )", r"\1 ", message)
-    parser.exit(2, f"{parser.prog}: error: {message}\n")
 
 
 def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_help: str,
                        settings_class: type | None = None) -> None:
     """The task flags; those of `settings_class` (default TaskSettings) come from its declarations, its own (the
     ones TaskSettings does not declare, e.g. --with-good) after the common ones."""
-    from inspect_train.settings import TaskSettings, declarations
-    from inspect_train.validators import positive_float, positive_int
-
     fields = {f.name: f for f in dataclasses.fields(settings_class or TaskSettings)}
     todo = {name: s for name, s in declarations(settings_class or TaskSettings).items() if s.flag}
 
@@ -50,7 +51,6 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
             kwargs = {"type": declared.check, "metavar": declared.metavar, "help": declared.help}
         group.add_argument(declared.flag, **{**kwargs, **override})
 
-    p.error = functools.partial(_one_line_error, p)
     augs = aug_names()
     p.add_argument("--data", help="dataset root in MVTec AD layout (omit to use the built-in toy dataset)")
     p.add_argument("--category", help="category folder under --data (required with --data)")

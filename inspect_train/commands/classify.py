@@ -6,12 +6,11 @@ The subcommand's flags; the task itself is inspect_train.tasks.classify, importe
 from __future__ import annotations
 
 from inspect_train.commands._task_flags import add_task_arguments
+from inspect_train.settings import ClassifySettings
 from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
-    from inspect_train.settings import ClassifySettings  # its --with-good
-
     add_task_arguments(p, "classify", "classify-toy", "classify-256",
                        model_help="any timm model name (preset: resnet34 with --data, resnet18 on the toy data)",
                        settings_class=ClassifySettings)

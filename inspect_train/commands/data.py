@@ -11,6 +11,7 @@ from inspect_train.data.mvtec import scan_category
 from inspect_train.data.toy import write_toy_dataset
 from inspect_train.output_paths import check_output_file, check_output_folder
 from inspect_train.protocol import make_manifest, write_json_atomic
+from inspect_train.validators import positive_int
 
 
 def add_data_arguments(parser, required: bool = True) -> None:
@@ -36,7 +37,7 @@ def register(subparsers) -> None:
 
     split = sub.add_parser("split", help="write the few-shot protocol manifest (base third / test two-thirds per defect type)")
     add_data_arguments(split)
-    split.add_argument("--partitions", type=int, default=3, help="number of partitions P1..Pk (default 3)")
+    split.add_argument("--partitions", type=positive_int, default=3, help="number of partitions P1..Pk (default 3)")
     split.add_argument("--seed", type=int, default=0)
     split.add_argument("--out", required=True, help="manifest JSON file to write")
     split.set_defaults(func=run_split)

@@ -6,12 +6,11 @@ The subcommand's flags; the task itself is inspect_train.tasks.detect, imported 
 from __future__ import annotations
 
 from inspect_train.commands._task_flags import add_task_arguments
+from inspect_train.settings import DetectSettings
 from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
-    from inspect_train.settings import DetectSettings  # its --box-join and --encoder
-
     add_task_arguments(p, "detect", "detect-tiny", "detect-256",
                        model_help="fcos, retinanet or fasterrcnn (preset default: fcos)", settings_class=DetectSettings)
 

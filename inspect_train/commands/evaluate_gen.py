@@ -34,6 +34,8 @@ from inspect_train.genmetrics.scoring import score_defect
 from inspect_train.genmetrics.split import Split, base_only_data
 from inspect_train.output_paths import check_output_folder, make_folder
 from inspect_train.tasks.common import choose_device
+from inspect_train.validators import (add_threads_flag, at_least_two, no_cap_or_at_least_two,
+                                      positive_int)
 
 LPIPS_NETS = ("alex", "squeeze", "vgg")
 
@@ -73,17 +75,17 @@ def register(subparsers) -> None:
                    "images/, masks/)")
     p.add_argument("--glob", metavar="PATTERN", default=None, help="--images: pick the images with this pattern")
     p.add_argument("--defect", metavar="T", nargs="+", default=None, help="defect types (default: all of the partition)")
-    p.add_argument("--n", metavar="N", type=int, default=256, help="samples per defect type and generator (default 256)")
+    p.add_argument("--n", metavar="N", type=at_least_two, default=256, help="samples per defect type and generator (default 256)")
     p.add_argument("--resolution", default=None,
                    help="compare at N or HxW (default: the first learned generator's own resolution when one is "
                    "scored, else the --images size, else the data's own size)")
-    p.add_argument("--folds", metavar="K", type=int, default=5, help="two-sample test: folds (default 5, fewer when the base set is small)")
-    p.add_argument("--repeats", metavar="R", type=int, default=5, help="two-sample test: draws of generated samples (default 5)")
+    p.add_argument("--folds", metavar="K", type=at_least_two, default=5, help="two-sample test: folds (default 5, fewer when the base set is small)")
+    p.add_argument("--repeats", metavar="R", type=positive_int, default=5, help="two-sample test: draws of generated samples (default 5)")
     add_generator_flags(p, "evaluate-gen")
     p.add_argument("--seed", metavar="S", type=int, default=0, help="seed for sampling and the two-sample folds (default 0)")
-    p.add_argument("--batch", metavar="N", type=int, default=32, help="samples per forward pass (default 32)")
+    p.add_argument("--batch", metavar="N", type=positive_int, default=32, help="samples per forward pass (default 32)")
     p.add_argument("--device", metavar="DEVICE", default="auto", help="auto (cuda if available), cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", metavar="N", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    add_threads_flag(p)
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default runs/evaluate-gen-<time>)")
     kid = p.add_argument_group("KID and clustered LPIPS (only when their weights are found or given)")
     kid.add_argument("--inception-weights", metavar="PATH", default=None,
@@ -92,9 +94,9 @@ def register(subparsers) -> None:
                      help="torchvision ImageNet weights of the LPIPS backbone (default: hub cache, e.g. alexnet-owt-7be5be79.pth)")
     kid.add_argument("--lpips-lin-weights", metavar="PATH", default=None, help="LPIPS v0.1 linear-layer weights (default: the lpips package's)")
     kid.add_argument("--lpips-net", choices=LPIPS_NETS, default="alex", help="LPIPS backbone (default alex)")
-    kid.add_argument("--kid-subsets", metavar="N", type=int, default=100, help="KID subsets to average (default 100)")
-    kid.add_argument("--kid-subset-size", metavar="N", type=int, default=1000, help="largest KID subset (default 1000)")
-    kid.add_argument("--max-per-cluster", metavar="N", type=int, default=200,
+    kid.add_argument("--kid-subsets", metavar="N", type=positive_int, default=100, help="KID subsets to average (default 100)")
+    kid.add_argument("--kid-subset-size", metavar="N", type=at_least_two, default=1000, help="largest KID subset (default 1000)")
+    kid.add_argument("--max-per-cluster", metavar="N", type=no_cap_or_at_least_two, default=200,
                      help="LPIPS: at most this many members per cluster (0 = no cap; default 200)")
     kid.add_argument("--random-features", action="store_true",
                      help="TEST ONLY: KID/LPIPS on randomly initialised networks; their numbers mean nothing")
@@ -114,13 +116,6 @@ def check_args(args) -> None:
     learned = [s.name for s in learned_specs()]
     if args.checkpoint and not set(learned) & set(args.aug):
         raise InputError(f"--checkpoint is for a learned generator in --aug ({', '.join(learned)})")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads {args.threads}: must be at least 1")
-    for name, least in (("n", 2), ("folds", 2), ("repeats", 1), ("batch", 1), ("kid_subsets", 1), ("kid_subset_size", 2)):
-        if getattr(args, name) < least:
-            raise InputError(f"--{name.replace('_', '-')} must be at least {least} (got {getattr(args, name)})")
-    if args.max_per_cluster < 0 or args.max_per_cluster == 1:
-        raise InputError(f"--max-per-cluster must be 0 (no cap) or at least 2 (got {args.max_per_cluster})")
 
 
 def default_out() -> Path:

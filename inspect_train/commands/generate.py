@@ -21,13 +21,14 @@ from inspect_train.data.mvtec import scan_category
 from inspect_train.errors import InputError
 from inspect_train.output_paths import check_output_folder
 from inspect_train.tasks.generators import loading, read_learned_checkpoint
+from inspect_train.validators import add_threads_flag, positive_int, whole_number
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("generate", help=COMMANDS["generate"][1])
     p.add_argument("--checkpoint", action="append", required=True,
                    help="a learned generator's checkpoint for one defect type (repeat for several defect types)")
-    p.add_argument("--n", type=int, default=None,
+    p.add_argument("--n", type=positive_int, default=None,
                    help="samples per checkpoint (defect type); a painter with --masks: one per mask instead")
     p.add_argument("--masks", default=None,
                    help="painters: a folder of mask PNGs (any size, resized to the painter's); one image per mask")
@@ -37,24 +38,13 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0)
     add_generator_flags(p, "generate")
     p.add_argument("--format", choices=("coco", "yolo"), default=None, help="also write detection labels")
-    p.add_argument("--box-join", type=int, default=0, metavar="R",
+    p.add_argument("--box-join", type=whole_number, default=0, metavar="R",
                    help="--format: pieces of a mask at most 2R pixels apart share one box (default 0: one box per "
                         "8-connected component), as in detect --box-join")
-    p.add_argument("--batch", type=int, default=16, help="samples per forward pass")
+    p.add_argument("--batch", type=positive_int, default=16, help="samples per forward pass")
     p.add_argument("--device", default=None, help="cpu, cuda ... (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's)")
+    add_threads_flag(p)
     p.set_defaults(func=run_generate)
-
-
-def _check_args(args) -> None:
-    if args.n is not None and args.n < 1:
-        raise InputError(f"--n {args.n}: must be at least 1")
-    if args.batch < 1:
-        raise InputError(f"--batch {args.batch}: must be at least 1")
-    if args.box_join < 0:
-        raise InputError(f"--box-join {args.box_join}: must be 0 or more pixels")
-    if args.threads is not None and args.threads < 1:
-        raise InputError(f"--threads {args.threads}: must be at least 1")
 
 
 def read_generator_checkpoints(paths: list[str], category: str | None):
@@ -97,7 +87,6 @@ def _goods(args, spec, size):
 
 
 def run_generate(args) -> int:
-    _check_args(args)
     out = check_output_folder(args.out)
     if args.threads is not None:
         torch.set_num_threads(args.threads)

@@ -27,6 +27,7 @@ from inspect_train.models.checkpoint import load_model, model_task
 from inspect_train.output_paths import check_output_folder, make_folder
 from inspect_train.progress import progress_bar
 from inspect_train.tasks.common import choose_device
+from inspect_train.validators import positive_int
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 CSV_NAME = "predictions.csv"
@@ -42,7 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--out", required=True, help="output folder (predictions.csv; segmenters also overlays/, masks/; "
                                                  "detectors overlays/ and detections.json)")
     p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default 32)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per forward pass (default 32)")
     p.add_argument("--threshold", type=float, default=None,
                    help="segmenters: pixel threshold on the defect probability; detectors: box score threshold "
                         "(default: the one stored in the model)")
@@ -102,8 +103,6 @@ def move_into(stage: Path, out: Path) -> None:
 
 
 def run_predict(args) -> int:
-    if args.batch_size < 1:
-        raise InputError(f"--batch-size {args.batch_size}: must be at least 1")
     out = check_output_folder(args.out)
     paths = find_images(args.images)
     device = choose_device(args.device)

@@ -6,12 +6,11 @@ The subcommand's flags; the task itself is inspect_train.tasks.segment, imported
 from __future__ import annotations
 
 from inspect_train.commands._task_flags import add_task_arguments
+from inspect_train.settings import SegmentSettings
 from inspect_train.tasks.registry import TaskEntry, register_task
 
 
 def add_arguments(p) -> None:
-    from inspect_train.settings import SegmentSettings  # its --encoder
-
     add_task_arguments(p, "segment", "segment-tiny", "segment-256",
                        model_help="unet, deeplabv3 or draem (preset default: unet)", settings_class=SegmentSettings)
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from inspect_train.protocol import write_json_atomic
+from inspect_train.tb_writer import open_writer
 
 COLUMNS = ("source", "n", "area median [10%, 90%]", "components", "on border", "elongation", "angle from horizontal",
            "centroid spread", "empty", "mask distance", "real-vs-generated accuracy", "diversity", "mask 1-IoU")
@@ -93,10 +94,8 @@ def write_outputs(out_dir: Path, results: dict) -> None:
 
 def log_tensorboard(out_dir: Path, results: dict, sheets: dict) -> Path:
     """The contact sheets as images and the headline numbers as scalars (step 0), under <out>/tb."""
-    from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logging needs it
-
     tb_dir = Path(out_dir) / "tb"
-    with SummaryWriter(str(tb_dir)) as writer:
+    with open_writer(tb_dir) as writer:
         for defect, entry in results["defects"].items():
             if defect in sheets:
                 writer.add_image(f"evaluate_gen/{defect}/contact_sheet", sheets[defect], 0, dataformats="HWC")

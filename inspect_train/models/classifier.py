@@ -12,7 +12,6 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import timm
-import torch
 from huggingface_hub import constants
 from timm.models import adapt_input_conv, load_state_dict
 from torch import nn

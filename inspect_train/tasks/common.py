@@ -112,12 +112,6 @@ def train_fixed_steps(
     return last
 
 
-def open_writer(log_dir: str | Path):
-    from torch.utils.tensorboard import SummaryWriter  # heavy optional dependency: only TensorBoard logging needs it
-
-    return SummaryWriter(log_dir=str(log_dir))
-
-
 def sample_grid(images: torch.Tensor, masks: torch.Tensor | None = None, max_n: int = 16) -> torch.Tensor:
     """A (3, H, W) grid: a row of images, and under it their masks (red overlay) when given."""
     images = images[:max_n].detach().float().cpu().clamp(0, 1)

@@ -14,6 +14,7 @@ from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
 from inspect_train.metrics.open_set import UNKNOWN_SCORES
 from inspect_train.report import summarise
+from inspect_train.tasks.test_set import TestSet
 
 UNKNOWN = "unknown"  # the true class of a held-out image in predictions.csv
 UNKNOWN_LABEL = -1  # its label in a TestSet (no class index)
@@ -49,8 +50,6 @@ def unknown_images(data: CategoryData, part: dict, held_out: str):
 
 def with_unknown(tests, data: CategoryData, part: dict, held_out: str):
     """The known types' TestSet with the held-out type's images appended, labelled UNKNOWN_LABEL."""
-    from inspect_train.tasks.runner import TestSet  # import cycle: the runner imports this module
-
     extra = unknown_images(data, part, held_out)
     unknown = torch.cat([torch.zeros(len(tests.names), dtype=torch.bool), torch.ones(len(extra), dtype=torch.bool)])
     return TestSet(tests.names + [f"{held_out}/{n}" for n in extra.names], torch.cat([tests.images, extra.images]),

@@ -51,25 +51,14 @@ from inspect_train.report import print_summary, run_record, write_results
 from inspect_train.settings import TaskSettings, resolve_settings, write_config
 from inspect_train.tasks import generators as learned
 from inspect_train.tasks.common import (broadcast_object, debug_dump, finish_training, gather_union, make_optimizer,
-                                        open_writer, prepare_model, sample_grid, seed_everything, start_run,
+                                        prepare_model, sample_grid, seed_everything, start_run,
                                         train_fixed_steps)
 from inspect_train.tasks.open_set import held_out_types, known_part, partition_entry, section, with_unknown
 from inspect_train.tasks.resume import FinishedArms, arm_folder, run_stamp
+from inspect_train.tasks.test_set import TestSet, make_test_set
+from inspect_train.tb_writer import open_writer
 
 BASELINE = "none"
-
-
-@dataclass
-class TestSet:
-    """The partition's test images: each defect type's test part (sorted by type), then test/good if a class."""
-
-    names: list[str]  # "<type>/<file>"
-    images: torch.Tensor  # uint8 (N, C, H, W)
-    masks: torch.Tensor  # bool (N, 1, H, W)
-    labels: torch.Tensor  # long (N,), index into classes
-    classes: list[str]
-    n_defect: int
-    unknown: torch.Tensor | None = None  # open set: bool (N,), the held-out type's images (label -1)
 
 
 @dataclass
@@ -98,6 +87,7 @@ class Task(Protocol):
     def build_model(self, settings, data: CategoryData, classes: list[str]) -> nn.Module: ...
     def architecture(self, settings, data: CategoryData, classes: list[str]) -> dict: ...
     def learning_rate(self, settings) -> float: ...
+    # optional: make_optimizer(model, steps, settings) -> (optimizer, scheduler), or None for AdamW + cosine
     def paired_good(self, settings) -> bool: ...
     def step_fn(self, settings, device) -> Callable: ...
     def evaluate(self, model, tests: TestSet, settings, device) -> Evaluation: ...
@@ -129,28 +119,6 @@ def arms_from(augs: list[str], baseline: bool) -> list[str]:
     if not arms:
         raise InputError("nothing to train: --no-baseline and no --aug")
     return arms
-
-
-def make_test_set(data: CategoryData, part: dict, classes: list[str]) -> TestSet:
-    names, images, masks, labels = [], [], [], []
-    defects = sorted(c for c in classes if c != GOOD)
-    for defect in defects:
-        chosen = data.defects[defect].select(part["defects"][defect]["test"])
-        names += [f"{defect}/{n}" for n in chosen.names]
-        images.append(chosen.images)
-        masks.append(chosen.masks)
-        labels += [classes.index(defect)] * len(chosen)
-    n_defect = len(names)
-    if GOOD in classes:
-        good = data.test_good
-        if len(good) == 0:
-            raise InputError(f"{data.index.folder / 'test' / 'good'}: no test/good images to evaluate the good class")
-        names += [f"good/{n}" for n in good.names]
-        images.append(good.images)
-        masks.append(torch.zeros((len(good), 1, *good.images.shape[2:]), dtype=torch.bool))
-        labels += [classes.index(GOOD)] * len(good)
-    return TestSet(names, torch.cat(images), torch.cat(masks), torch.tensor(labels, dtype=torch.long),
-                   list(classes), n_defect)
 
 
 def base_names_of(part: dict, classes: list[str]) -> dict[str, list[str]]:
@@ -197,8 +165,9 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     model = task.build_model(settings, data, classes).to(device)
     model = prepare_model(model, ctx, find_unused_parameters=task.find_unused_parameters)
     steps = settings.steps
-    optimizer, scheduler = make_optimizer(model, steps, task.learning_rate(settings), settings.weight_decay,
-                                          min(settings.warmup_steps, steps // 5))
+    own = task.make_optimizer(model, steps, settings) if hasattr(task, "make_optimizer") else None
+    optimizer, scheduler = own or make_optimizer(model, steps, task.learning_rate(settings), settings.weight_decay,
+                                                 min(settings.warmup_steps, steps // 5))
     writer = open_writer(log_dir) if ctx.is_main else None
 
     def on_batch(step: int, batch) -> None:
