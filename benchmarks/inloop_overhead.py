@@ -95,7 +95,7 @@ def main(argv=None) -> None:
     classify_step = CLASSIFY.step_fn(None, device)  # the classify task's own loss step
 
     def step(batches) -> None:
-        loss, _ = classify_step(model, next(batches))
+        loss, *_ = classify_step(model, next(batches))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

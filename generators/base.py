@@ -18,16 +18,19 @@ import torch
 class SyntheticBatch:
     """images: float (N, C, H, W) in [0, 1]; masks: float (N, 1, H, W) in {0, 1};
     labels: long (N,), index of the defect type in the generator's `defect_types`;
-    goods: the paired defect-free images (same shape as images) when the source has them."""
+    goods: the paired defect-free images (same shape as images) when the source has them;
+    sources: the generator that drew each row, when several share the batch (a mixture)."""
 
     images: torch.Tensor
     masks: torch.Tensor
     labels: torch.Tensor
     goods: torch.Tensor | None = None
+    sources: list[str] | None = None
 
     def to(self, device: torch.device | str) -> "SyntheticBatch":
         move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
-        return SyntheticBatch(move(self.images), move(self.masks), move(self.labels), move(self.goods))
+        return SyntheticBatch(move(self.images), move(self.masks), move(self.labels), move(self.goods),
+                              self.sources)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])

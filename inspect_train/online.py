@@ -12,12 +12,17 @@ Real images are drawn class-balanced by default (each class in turn, each
 class's images in a reshuffled cycle), so a 3-image defect type is not drowned
 by a 40-image one or by train/good; `real_sampling="uniform"` cycles through
 all real images instead. They get classic augmentation only when asked.
+
+With a `Steering` (inspect_train.steering) the model steers the draw: the types' shares follow their running
+training losses (fed back through `observe`), a mixture's generators are chosen per type, and with a `scorer`
+each kept synthetic sample is the hardest of several candidates. Without one, the draw is the even split above.
 """
 
 from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from generators.classic.augment import classic_augment
 from inspect_train.data.category import CategoryData
 from inspect_train.errors import InputError
+from inspect_train.steering import Steering
 
 GOOD = "good"
 REAL_SAMPLING = ("balanced", "uniform")
@@ -38,6 +44,7 @@ class Batch:
     synthetic: torch.Tensor  # bool (B,)
     real_names: list[tuple[str, str]] = field(default_factory=list)  # (class, name) of each real image, see RealPool
     synthetic_goods: torch.Tensor | None = None  # paired defect-free images of the synthetic rows (DRAEM targets)
+    sources: list[str | None] = field(default_factory=list)  # the generator of each row (None: a real image)
 
 
 class RealPool:
@@ -98,7 +105,12 @@ class OnlineBatches:
         device: str | torch.device = "cpu",
         augment_real: bool = False,
         real_sampling: str = "balanced",
+        source: str | None = None,
+        steering: Steering | None = None,
+        scorer: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     ):
+        """`source`: the arm's generator name, recorded per synthetic row (a mixture names its own rows);
+        `scorer(images, masks, labels)`: the current model's per-sample loss, for hard-sample selection."""
         if batch_size < 1:
             raise InputError(f"batch size must be at least 1 (got {batch_size})")
         if not 0.0 <= synthetic_ratio <= 1.0:
@@ -116,6 +128,7 @@ class OnlineBatches:
             if not self.synthetic_types:
                 raise InputError(f"the generator makes none of the classes {pool.class_names}")
         self.augment_real = augment_real
+        self.source, self.steering, self.scorer = source, steering, scorer
         index_rng = torch.Generator().manual_seed(seed)
         if real_sampling == "balanced":
             self.cycles = [_Cycle(items, index_rng) for items in pool.by_class if items]
@@ -150,7 +163,38 @@ class OnlineBatches:
         extra = self.n_synthetic % types
         for j in range(extra):
             counts[(self.step * extra + j) % types] += 1
+        if self.steering is not None:
+            return self.steering.type_counts(self.n_synthetic, counts)
         return counts
+
+    def _draw(self, count: int, defect_type: str, like: torch.Tensor):
+        """`count` synthetic samples of one type at the training size, each the hardest of the steering's
+        candidates when a scorer is set (kept in the order drawn, so one candidate is the plain draw)."""
+        k = self.steering.settings.candidates if self.scorer is not None else 1
+        with torch.no_grad():
+            sample = self.generator.sample(count * k, defect_type, self.synthetic_rng)
+        images, masks = self._fit(sample.images.to(self.device), sample.masks.to(self.device), like)
+        goods = None
+        if sample.goods is not None:
+            goods = self._fit(sample.goods.to(self.device), sample.masks.to(self.device), like)[0]
+        sources = sample.sources or [self.source] * (count * k)
+        if self.scorer is not None:
+            label = self.pool.class_names.index(defect_type)
+            labels = torch.full((count * k,), label, dtype=torch.long, device=self.device)
+            hardness = self.scorer(images.float(), masks.float(), labels)
+            keep = torch.sort(torch.argsort(hardness, descending=True, stable=True)[:count]).values
+            images, masks = images[keep], masks[keep]
+            goods = None if goods is None else goods[keep]
+            sources = [sources[i] for i in keep.tolist()]
+        return images, masks, goods, sources
+
+    def observe(self, batch: "Batch", losses: torch.Tensor) -> None:
+        """The per-row training losses of a batch this dataset served (steering only)."""
+        if self.steering is None:
+            return
+        names = self.pool.class_names
+        types = [None if names[i] == GOOD else names[i] for i in batch.labels.tolist()]
+        self.steering.observe(types, batch.sources, losses)
 
     def _fit(self, images: torch.Tensor, masks: torch.Tensor, like: torch.Tensor):
         """Bring generator output to the training resolution and channel count."""
@@ -164,19 +208,18 @@ class OnlineBatches:
     def __next__(self) -> Batch:
         images, masks, labels, names = self._real()
         parts_i, parts_m, parts_l = [images], [masks], [labels]
-        parts_g, all_goods = [], True
+        parts_g, all_goods, sources = [], True, [None] * len(names)
         if self.n_synthetic:
             like = self.pool.images[:1]
             for defect_type, count in zip(self.synthetic_types, self._synthetic_counts()):
                 if count == 0:
                     continue
-                with torch.no_grad():
-                    sample = self.generator.sample(count, defect_type, self.synthetic_rng)
-                syn_images, syn_masks = self._fit(sample.images.to(self.device), sample.masks.to(self.device), like)
-                if sample.goods is None:
+                syn_images, syn_masks, syn_goods, syn_sources = self._draw(count, defect_type, like)
+                if syn_goods is None:
                     all_goods = False
                 elif all_goods:
-                    parts_g.append(self._fit(sample.goods.to(self.device), sample.masks.to(self.device), like)[0].float())
+                    parts_g.append(syn_goods.float())
+                sources += syn_sources
                 parts_i.append(syn_images.float())
                 parts_m.append(syn_masks.float())
                 label = self.pool.class_names.index(defect_type)
@@ -187,7 +230,7 @@ class OnlineBatches:
         synthetic[self.n_real:] = True
         self.step += 1
         goods = torch.cat(parts_g) if parts_g and all_goods else None
-        return Batch(torch.cat(parts_i), torch.cat(parts_l), torch.cat(parts_m), synthetic, names, goods)
+        return Batch(torch.cat(parts_i), torch.cat(parts_l), torch.cat(parts_m), synthetic, names, goods, sources)
 
     @property
     def epochs(self) -> float:

@@ -261,6 +261,18 @@ def open_set_tests_table(section: dict) -> list[str]:
               for t, k, arm, tests in sorted(rows, key=lambda r: (r[0], r[1], r[2]))]]
 
 
+def steering_line(record: dict) -> str:
+    """How an arm's steering ended: the share of synthetic samples each type (and generator) got."""
+    shares = ", ".join(f"{t} {v:.2f}" for t, v in record.get("drawn_share", {}).items())
+    text = f"steering {record.get('mode')}: synthetic samples per type {shares}"
+    if record.get("drawn_share_by_generator"):
+        text += "; per generator " + ", ".join(f"{g} {v:.2f}"
+                                               for g, v in record["drawn_share_by_generator"].items())
+    if record.get("mode") == "hard":
+        text += f"; each the hardest of {record.get('candidates')} candidates"
+    return text
+
+
 def write_report_md(results: dict, path: str | Path, chart: Path | None = None) -> Path:
     """A page a person reads: what ran, on which split and schedule, the tables, and whether it is noise."""
     arms = results["arms"]
@@ -280,6 +292,12 @@ def write_report_md(results: dict, path: str | Path, chart: Path | None = None) 
                          f"{r.get('wall_seconds')} s" for arm, r in runs.items())
         lines.append(f"- P{part['partition']}: " + ", ".join(f"{k} = {v}" for k, v in counts.items())
                      + (f"; {seen}" if seen else ""))
+        for arm, r in runs.items():
+            if r.get("steering"):
+                lines.append(f"  - {arm}: {steering_line(r['steering'])}")
+        for arm, r in runs.items():
+            if r.get("steering"):
+                lines.append(f"  - {arm}: {steering_line(r['steering'])}")
     if results.get("wall_seconds") is not None:
         lines.append(f"- wall time {results['wall_seconds']} s, from {results.get('started')} to "
                      f"{results.get('finished')}; commit {results.get('git_commit') or 'unknown'}")

@@ -103,6 +103,16 @@ class TaskSettings:
                                       help="CPU threads for torch (default: the preset's cpu_threads, else torch's)")
     bootstrap_resamples: int = setting(1000, check=positive_int)  # paired bootstrap intervals against real-only
     generators: dict = field(default_factory=dict)  # options per --aug name (each generator's spec lists its keys)
+    steer_temperature: float = setting(0.5, check=positive_float, flag="--steer-temperature", metavar="T",
+                                       help="--steer types: softmax temperature over the types' running losses "
+                                            "(lower: more samples to the hardest type; default 0.5)")
+    steer_floor: float = setting(0.3, check=fraction, flag="--steer-floor", metavar="F",
+                                 help="--steer types: the share of synthetic samples spread evenly over the types, "
+                                      "so none starves (default 0.3)")
+    steer_candidates: int = setting(2, check=positive_int, flag="--steer-candidates", metavar="K",
+                                    help="--steer hard: samples drawn per kept one; the model keeps the hardest "
+                                         "(default 2; 1 is the unsteered draw)")
+    steer_momentum: float = setting(0.9, check=fraction)  # of the running losses, per training step
 
     def generator_options(self, name: str) -> dict:
         """The options of generator `name` (preset and flags), without the unset ones."""

@@ -98,6 +98,12 @@ OLD_FLAGS = {
     "--resolution": ("resolution", "48", "48"),
     "--threads": ("cpu_threads", "3", 3),
 }
+# The flags declared since, with the steering.
+NEW_FLAGS = {
+    "--steer-temperature": ("steer_temperature", "0.25", 0.25),
+    "--steer-floor": ("steer_floor", "0.5", 0.5),
+    "--steer-candidates": ("steer_candidates", "4", 4),
+}
 TASK_FLAGS = {"classify": {"--with-good": ("with_good", None, True)},
               "segment": {"--encoder": ("models", "resnet50", {"m": {"depth": 3, "encoder": "resnet50"}})},
               "detect": {"--encoder": ("models", "resnet50", {"m": {"depth": 3, "encoder": "resnet50"}}),
@@ -108,7 +114,7 @@ TASK_FLAGS = {"classify": {"--with-good": ("with_good", None, True)},
 def test_every_old_flag_sets_the_same_field(tmp_path, task):
     preset = "model: m\nmodels: {m: {depth: 3}}\n" if task != "classify" else "model: m\n"
     plain = vars(resolve(task, preset, tmp_path))
-    flags = {**OLD_FLAGS, **TASK_FLAGS[task]}
+    flags = {**OLD_FLAGS, **NEW_FLAGS, **TASK_FLAGS[task]}
     for flag, (name, text, value) in flags.items():
         given = vars(resolve(task, preset, tmp_path, flag, *([text] if text is not None else [])))
         assert given == {**plain, name: value}, flag
@@ -185,6 +191,10 @@ generators:
     texture: self
   dfmgan:
     config: dfmgan-64
+steer_temperature: 0.5
+steer_floor: 0.3
+steer_candidates: 2
+steer_momentum: 0.9
 with_good: true
 run:
   preset: PRESET
@@ -210,6 +220,10 @@ bootstrap_resamples: 1000
 generators:
   inpaint:
     steps: 4
+steer_temperature: 0.5
+steer_floor: 0.3
+steer_candidates: 2
+steer_momentum: 0.9
 smooth_sigma: 2
 loss:
   bce_weight: 1.0
@@ -240,6 +254,10 @@ save_models: true
 cpu_threads: null
 bootstrap_resamples: 1000
 generators: {}
+steer_temperature: 0.5
+steer_floor: 0.3
+steer_candidates: 2
+steer_momentum: 0.9
 recall_fpr: 0.1
 box_join: 0
 models:

@@ -12,6 +12,7 @@ import dataclasses
 
 from generators.registry import aug_names, specs
 from inspect_train.settings import TaskSettings, declarations
+from inspect_train.arms import STEER_MODES
 from inspect_train.validators import positive_float, positive_int
 
 DEFAULT_AUG = "crop-paste"
@@ -54,10 +55,15 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
     augs = aug_names()
     p.add_argument("--data", help="dataset root in MVTec AD layout (omit to use the built-in toy dataset)")
     p.add_argument("--category", help="category folder under --data (required with --data)")
-    p.add_argument("--aug", nargs="+", choices=augs, default=[DEFAULT_AUG], metavar="AUG",
+    p.add_argument("--aug", nargs="+", default=[DEFAULT_AUG], metavar="AUG",
                    help="arms to train next to the real-only baseline, one or more of: " + ", ".join(augs) +
                         f" (default {DEFAULT_AUG}). none: real only (the baseline itself); classic: flips, turns and "
-                        "colour jitter on the real images; the others draw fresh synthetic defects every batch")
+                        "colour jitter on the real images; the others draw fresh synthetic defects every batch; "
+                        "generators joined by '+' (crop-paste+inpaint) make one arm drawing from each in turn")
+    p.add_argument("--steer", nargs="+", choices=STEER_MODES, default=["off"], metavar="MODE",
+                   help="train each generator arm once per mode: off (the plain arm), types (more samples of the "
+                        "defect types with a high running training loss: arm <aug>+types), hard (keep the hardest "
+                        "of --steer-candidates samples under the current model: <aug>+hard); default off")
     p.add_argument("--no-baseline", action="store_true", help="skip the real-only baseline arm (none)")
     p.add_argument("--partitions", type=positive_int, nargs="+", default=[1, 2, 3], metavar="K",
                    help="partitions of the manifest to run (default 1 2 3)")

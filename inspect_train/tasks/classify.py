@@ -75,10 +75,16 @@ def _open_set_evaluation(logits: torch.Tensor, tests: TestSet) -> Evaluation:
                       unknown_scores={name: torch.from_numpy(values) for name, values in scores.items()})
 
 
+def row_losses(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Each row's cross-entropy (-log p(true type)): what steering ranks types and candidates by."""
+    return F.cross_entropy(logits.detach(), labels, reduction="none")
+
+
 def _step(model, batch):
     logits = model(batch.images)
     loss = F.cross_entropy(logits, batch.labels)
     with torch.no_grad():
+        per_row = row_losses(logits, batch.labels)
         hit = (logits.argmax(1) == batch.labels).float()
         scalars = {}
         real, syn = ~batch.synthetic, batch.synthetic
@@ -86,7 +92,7 @@ def _step(model, batch):
             scalars["accuracy_real"] = hit[real].mean()
         if syn.any():
             scalars["accuracy_synthetic"] = hit[syn].mean()
-    return loss, scalars
+    return loss, scalars, per_row
 
 
 class Softmax(nn.Module):
@@ -163,6 +169,10 @@ class ClassifyTask:
 
     def step_fn(self, settings, device):
         return _step
+
+    def sample_losses(self, model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, settings):
+        """Steering's hardness of candidate samples: their cross-entropy under the current model."""
+        return row_losses(model(images), labels)
 
     def evaluate(self, model, tests: TestSet, settings, device) -> Evaluation:
         logits = class_logits(model, tests.images, device, settings.eval_batch_size)

@@ -72,8 +72,10 @@ def train_fixed_steps(
     log_every: int = 10,
     on_batch: Callable[[int, object], None] | None = None,
     progress: bool = True,
+    on_losses: Callable[[object, torch.Tensor], None] | None = None,
 ) -> dict:
-    """Run `steps` optimiser steps; step_fn(model, batch) -> (loss, {scalar name: value}).
+    """Run `steps` optimiser steps; step_fn(model, batch) -> (loss, {scalar name: value}), or with a third item,
+    the loss of each row of the batch (B,), which goes to on_losses(batch, losses) (the steering reads it).
 
     Scalars are averaged over `log_every` steps into TensorBoard under train/;
     on_batch(step, batch) can log what was fed (e.g. sample grids). Returns the
@@ -89,7 +91,11 @@ def train_fixed_steps(
         batch = next(batches)
         if on_batch is not None:
             on_batch(step, batch)
-        loss, scalars = step_fn(model, batch)
+        loss, scalars, *per_row = step_fn(model, batch)
+        if on_losses is not None:
+            if not per_row:
+                raise InputError("steering needs the loss of each training row, and this task's step gives none")
+            on_losses(batch, per_row[0])
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from generators.registry import REAL_ONLY, get_spec, specs
+from inspect_train.arms import parse_arm
 from inspect_train.checkpoint import NUMPY_ARRAYS, RefusedFile, load_weights_only, save_checkpoint
 from inspect_train.errors import InputError
 
@@ -46,14 +47,17 @@ def run_stamp(task: str, settings, args, data_digest: str, category: str, size, 
 
 def arm_stamp(stamp: dict, arm: str, partition: int, held_out: str | None) -> dict:
     """The run stamp narrowed to one arm: its partition's split only, and the options of the generators it draws
-    from only (the real-only arm draws from none; another arm's generator settings do not change this one)."""
+    from only (the real-only arm draws from none; another arm's generator settings do not change this one), and
+    the steering settings only where the arm is steered."""
     narrowed = {k: v for k, v in stamp.items() if k != "splits"}
     narrowed["split"] = stamp.get("splits", {}).get(str(partition))
     narrowed["held_out"] = held_out
     generators = dict(stamp["settings"].get("generators") or {})
-    own = () if arm in REAL_ONLY else (arm, *get_spec(arm).needed(generators.get(arm) or {}))
-    narrowed["settings"] = {**stamp["settings"], "generators": {name: generators[name] for name in own
-                                                                if generators.get(name)}}
+    plan = parse_arm(arm, REAL_ONLY)
+    own = [need for name in plan.generators for need in (name, *get_spec(name).needed(generators.get(name) or {}))]
+    settings = {k: v for k, v in stamp["settings"].items() if plan.steer != "off" or not k.startswith("steer_")}
+    narrowed["settings"] = {**settings, "generators": {name: generators[name] for name in dict.fromkeys(own)
+                                                       if generators.get(name)}}
     return narrowed
 
 

@@ -33,7 +33,8 @@ import torch
 import yaml
 from torch import nn
 
-from generators.registry import REAL_ONLY, aug_names, get_spec
+from generators.mixture import MixtureGenerator
+from generators.registry import REAL_ONLY, generator_names, get_spec
 from generators.spec import BuildRequest
 from inspect_train.commands._cmdline import command_line
 from inspect_train.data.category import CategoryData, load_category
@@ -49,10 +50,12 @@ from inspect_train.output_paths import check_output_folder, make_folder, portabl
 from inspect_train.protocol import get_partition, manifest_for_run
 from inspect_train.report import print_summary, run_record, write_results
 from inspect_train.settings import TaskSettings, resolve_settings, write_config
+from inspect_train.arms import arm_names, check_mixture, parse_arm
+from inspect_train.steering import SteerSettings, Steering
 from inspect_train.tasks import generators as learned
 from inspect_train.tasks.common import (broadcast_object, debug_dump, finish_training, gather_union, make_optimizer,
                                         prepare_model, sample_grid, seed_everything, start_run,
-                                        train_fixed_steps)
+                                        train_fixed_steps, unwrap)
 from inspect_train.tasks.open_set import held_out_types, known_part, partition_entry, section, with_unknown
 from inspect_train.tasks.resume import FinishedArms, arm_folder, run_stamp
 from inspect_train.tasks.test_set import TestSet, make_test_set
@@ -107,18 +110,38 @@ class Task(Protocol):
 # ----------------------------------------------------------------------------- arms and data
 
 
-def arms_from(augs: list[str], baseline: bool) -> list[str]:
-    """The arms of a run in order: the real-only baseline first (unless dropped), then each --aug once."""
-    unknown = [a for a in augs if a not in aug_names()]
-    if unknown:
-        raise InputError(f"--aug {unknown[0]}: unknown (choose from {', '.join(aug_names())})")
+def arms_from(augs: list[str], baseline: bool, steers: list[str] | None = None) -> list[str]:
+    """The arms of a run in order: the real-only baseline first (unless dropped), then each --aug once per --steer
+    mode (`off`: its own name; `types`, `hard`: `<aug>+types`, `<aug>+hard`)."""
+    for aug in augs:
+        check_mixture(aug, generator_names(), REAL_ONLY)
     if not baseline and BASELINE in augs:
         raise InputError("--aug none is the real-only baseline; it cannot go with --no-baseline")
-    arms = ([BASELINE] if baseline else []) + [a for a in augs if a != BASELINE]
+    arms = ([BASELINE] if baseline else []) + arm_names([a for a in augs if a != BASELINE], steers or ["off"],
+                                                        REAL_ONLY)
     arms = list(dict.fromkeys(arms))
     if not arms:
         raise InputError("nothing to train: --no-baseline and no --aug")
     return arms
+
+
+def check_steering(task: Task, arms: list[str]) -> None:
+    """A task steers when it gives each training row's loss and scores candidates (`sample_losses`)."""
+    steered = [arm for arm in arms if parse_arm(arm, REAL_ONLY).steer != "off"]
+    if steered and not hasattr(task, "sample_losses"):
+        raise InputError(f"--steer {parse_arm(steered[0], REAL_ONLY).steer}: {task.name} does not give the loss of "
+                         "each training sample that steering reads")
+
+
+def steering_for(task: Task, settings: TaskSettings, arm: str, classes: list[str]) -> Steering | None:
+    """The arm's steering: for a steered arm or a mixture (which splits each type over its generators); None for
+    a plain arm, whose draw stays the even split."""
+    plan = parse_arm(arm, REAL_ONLY)
+    if plan.steer == "off" and len(plan.generators) < 2:
+        return None
+    return Steering(SteerSettings(plan.steer, settings.steer_temperature, settings.steer_floor,
+                                  settings.steer_candidates, settings.steer_momentum),
+                    [c for c in classes if c != GOOD], list(plan.generators))
 
 
 def base_names_of(part: dict, classes: list[str]) -> dict[str, list[str]]:
@@ -148,8 +171,22 @@ def _steps_for_epochs(task: Task, settings: TaskSettings, epochs: float, data: C
 # ----------------------------------------------------------------------------- one arm
 
 
+def candidate_scorer(task: Task, model: nn.Module, settings: TaskSettings) -> Callable:
+    """scorer(images, masks, labels) -> each candidate's loss under the model as it is now (no gradient)."""
+    def score(images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        net = unwrap(model)
+        net.eval()  # scoring must not move the batch-norm statistics the training step uses
+        with torch.no_grad():
+            hardness = task.sample_losses(net, images, masks, labels, settings)
+        net.train()
+        return hardness
+
+    return score
+
+
 def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, part: dict, classes: list[str],
-              generator, seed: int, device, log_dir: Path, ctx, label: str | None = None):
+              generator, seed: int, device, log_dir: Path, ctx, label: str | None = None,
+              steering: Steering | None = None):
     """Train one arm's model on the real pool plus fresh samples of `generator`; returns
     (the plain trained model, its OnlineBatches, the TensorBoard writer (rank 0) or None, last logged scalars).
 
@@ -157,13 +194,15 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     so the global batch and the schedule are those of one process; only rank 0 logs.
     """
     pool = RealPool(data, base_names_of(part, classes), classes, device)
-    batches = OnlineBatches(
-        pool, generator, batch_size=ctx.local_batch(settings.batch_size), synthetic_ratio=settings.synthetic_ratio,
-        seed=seed + ctx.seed_offset(), device=device, augment_real=settings.augment_real or arm == "classic",
-        real_sampling=settings.real_sampling)
     seed_everything(seed)  # the same initial weights in every arm (and on every rank; DDP broadcasts rank 0's)
     model = task.build_model(settings, data, classes).to(device)
     model = prepare_model(model, ctx, find_unused_parameters=task.find_unused_parameters)
+    hard = steering is not None and steering.settings.mode == "hard"
+    batches = OnlineBatches(
+        pool, generator, batch_size=ctx.local_batch(settings.batch_size), synthetic_ratio=settings.synthetic_ratio,
+        seed=seed + ctx.seed_offset(), device=device, augment_real=settings.augment_real or arm == "classic",
+        real_sampling=settings.real_sampling, source=arm, steering=steering,
+        scorer=candidate_scorer(task, model, settings) if hard else None)
     steps = settings.steps
     own = task.make_optimizer(model, steps, settings) if hasattr(task, "make_optimizer") else None
     optimizer, scheduler = own or make_optimizer(model, steps, task.learning_rate(settings), settings.weight_decay,
@@ -171,6 +210,8 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     writer = open_writer(log_dir) if ctx.is_main else None
 
     def on_batch(step: int, batch) -> None:
+        if steering is not None and step % settings.log_every == 0:
+            steering.log(writer, step)
         if writer is None or (step % settings.grid_every and step != steps - 1):
             return
         real, syn = ~batch.synthetic, batch.synthetic
@@ -182,7 +223,8 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     label = label or f"P{part['partition']} {arm}"
     last = train_fixed_steps(model, batches, steps, task.step_fn(settings, device), optimizer, scheduler, writer,
                              desc=label, log_every=settings.log_every, on_batch=on_batch,
-                             progress=getattr(settings, "progress", True) and ctx.is_main)
+                             progress=getattr(settings, "progress", True) and ctx.is_main,
+                             on_losses=batches.observe if steering is not None else None)
     if not math.isfinite(last.get("loss", math.nan)):
         raise RuntimeError(f"{label}: the training loss is {last.get('loss')} at the end")
     return finish_training(model, ctx), batches, writer, last, pool
@@ -203,9 +245,11 @@ def _train_and_evaluate(task: Task, settings: TaskSettings, arm: str, data: Cate
     """Train one arm, then on rank 0 evaluate it once on the test set and save the model, predictions.csv and the
     task's own files. Returns (evaluation, run record, real images served) on rank 0, (None, None, served) elsewhere."""
     started = time.time()
-    generator = None if arm in REAL_ONLY else make_generator(arm, part["partition"], base_names_of(part, classes))
+    steering = steering_for(task, settings, arm, classes)
+    generator = None if arm in REAL_ONLY else make_generator(arm, part["partition"], base_names_of(part, classes),
+                                                             steering)
     model, batches, writer, last, pool = train_arm(task, settings, arm, data, part, classes, generator, seed,
-                                                   device, out / "tb" / place, ctx, label=label)
+                                                   device, out / "tb" / place, ctx, label=label, steering=steering)
     debug_dump(ctx, model, "-".join(place.parts))
     served = gather_union(ctx, set(batches.served_real))
     if not ctx.is_main:
@@ -230,6 +274,7 @@ def _train_and_evaluate(task: Task, settings: TaskSettings, arm: str, data: Cate
         "final_loss": round(float(last["loss"]), 6),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
         "wall_seconds": round(time.time() - started, 1),
+        **({"steering": steering.record()} if steering is not None else {}),
     }
     return evaluation, run_record, served
 
@@ -354,20 +399,25 @@ def generator_maker(task: Task, settings: TaskSettings, arms: list[str], data: C
     """
     folder = Path(args.generators) if args.generators else out / "generators"
     caches: dict = {}
-    for arm in arms:
-        if arm in REAL_ONLY:
-            continue
-        for name in get_spec(arm).needed(settings.generator_options(arm)):
+    for kind in dict.fromkeys(g for arm in arms for g in parse_arm(arm, REAL_ONLY).generators):
+        for name in get_spec(kind).needed(settings.generator_options(kind)):
             if name not in caches:
                 caches[name] = learned.open_cache(
                     name, data, settings.generator_options(name), folder, seed=args.seed, device=device,
                     manifest_path=manifest_path, progress=settings.progress and ctx.is_main, ctx=ctx, say=say)
 
-    def make(arm: str, partition: int, base_names: dict[str, list[str]]):
-        return learned.build_generator(arm, BuildRequest(
-            data, base_names, device, settings.generator_options(arm), paired_good=task.paired_good(settings),
-            checkpoints=lambda name: caches[name].checkpoints(partition, base_names),
-            data_for=lambda name: caches[name].data))
+    def build(name: str, partition: int, base_names: dict[str, list[str]]):
+        return learned.build_generator(name, BuildRequest(
+            data, base_names, device, settings.generator_options(name), paired_good=task.paired_good(settings),
+            checkpoints=lambda kind: caches[kind].checkpoints(partition, base_names),
+            data_for=lambda kind: caches[kind].data))
+
+    def make(arm: str, partition: int, base_names: dict[str, list[str]], steering: Steering | None = None):
+        names = parse_arm(arm, REAL_ONLY).generators
+        if len(names) == 1:
+            return build(names[0], partition, base_names)
+        return MixtureGenerator({name: build(name, partition, base_names) for name in names},
+                                steering.source_counts)
 
     return make
 
@@ -404,7 +454,8 @@ def _run(task: Task, args, ctx) -> tuple[Path, dict] | None:
     --resume, every finished arm), then write: a refused command creates or changes nothing."""
     started = time.time()
     _check_args(args)
-    arms = arms_from(args.aug, not args.no_baseline)
+    arms = arms_from(args.aug, not args.no_baseline, args.steer)
+    check_steering(task, arms)
     preset = args.config or (task.data_preset if args.data else task.toy_preset)
     settings = resolve_settings(task.settings_class, task.name, preset, args)
     settings.progress = not args.quiet and ctx.is_main
