@@ -1,4 +1,4 @@
-"""Several generators behind one: each synthetic sample comes from one of them (`--aug crop-paste+inpaint`).
+"""Several generators behind one: each synthetic sample comes from one of them (`--aug crop-paste+perlin`).
 
 How many of a call's samples each generator draws is asked of `counts(defect_type, makers, n)` (equal shares, or
 steered by the running training loss per generator and type, see inspect_train.steering); every row of the result

@@ -19,7 +19,7 @@ from generators.spec import BuildRequest, GeneratorSpec
 from inspect_train.errors import InputError
 
 ENTRY_POINT_GROUP = "inspect_train.generators"
-BUILT_IN = ("generators.classic", "generators.dfmgan", "generators.inpaint")
+BUILT_IN = ("generators.classic", "generators.dfmgan", "generators.inpaint", "generators.diffusion")
 REAL_ONLY = ("none", "classic")
 
 _SPECS: dict[str, GeneratorSpec] = {}

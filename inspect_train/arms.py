@@ -1,7 +1,7 @@
 """What an arm's name spells: `<generator>[+<generator>...][+<mode>]`.
 
-`inpaint` draws from one generator; `crop-paste+inpaint` is a mixture (each synthetic sample from one of its
-generators); `inpaint+types` and `crop-paste+inpaint+hard` are steered (inspect_train.steering). The real-only arms
+`perlin` draws from one generator; `crop-paste+perlin` is a mixture (each synthetic sample from one of its
+generators); `perlin+types` and `crop-paste+perlin+hard` are steered (inspect_train.steering). The real-only arms
 (`none`, `classic`) are their own names. Kept free of torch: the command line reads it.
 """
 

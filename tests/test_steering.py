@@ -205,3 +205,12 @@ def test_the_steering_settings_count_in_the_resume_stamp_of_steered_arms_only():
         assert arm_stamp(stamp(0.3), arm, 1, None) == arm_stamp(stamp(0.5), arm, 1, None)
     for arm in ("crop-paste+types", "crop-paste+perlin+hard"):
         assert arm_stamp(stamp(0.3), arm, 1, None) != arm_stamp(stamp(0.5), arm, 1, None)
+
+
+def test_a_mixture_arm_trains_a_segmenter(toy_root, fast_presets, tmp_path):
+    assert main(["segment", "--data", str(toy_root), "--category", "toy", "--config", fast_presets["segment"],
+                 "--aug", "crop-paste+perlin", "--no-baseline", "--steps", "2", "--partitions", "1", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    run = read_results(tmp_path)["partitions"][0]["runs"]["crop-paste+perlin"]
+    assert sum(run["steering"]["drawn_share_by_generator"].values()) == pytest.approx(1.0)
+    assert "pixel_ap" in read_results(tmp_path)["partitions"][0]["arms"]["crop-paste+perlin"]

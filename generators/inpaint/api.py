@@ -11,15 +11,14 @@ import torch
 
 from generators.inpaint.checkpoint import load_painter_checkpoint
 from generators.inpaint.config import LOSSES, default_config_for, load_config
-from generators.inpaint.masks import BaseMasks, DeformOptions, DFMGANMasks, FolderMasks, MaskSource
+from generators.inpaint.masks import (MASK_SOURCES, BaseMasks, DeformOptions, DFMGANMasks, FolderMasks, MaskSource,
+                                     choose_mask_source)
 from generators.inpaint.sampler import InpaintGenerator
 from generators.inpaint.train import train_inpaint
 from inspect_train.errors import InputError
 
-__all__ = ["LOSSES", "load_config", "default_config_for", "fit_inpaint", "build_inpaint_generator",
+__all__ = ["LOSSES", "MASK_SOURCES", "load_config", "default_config_for", "fit_inpaint", "build_inpaint_generator",
            "InpaintGenerator", "MaskSource", "BaseMasks", "DFMGANMasks", "FolderMasks", "DeformOptions"]
-
-MASK_SOURCES = ("base", "dfmgan")  # or a folder of PNG masks
 
 
 def fit_inpaint(defect_images: torch.Tensor, defect_masks: torch.Tensor, good_images: torch.Tensor,
@@ -49,24 +48,7 @@ def build_inpaint_generator(checkpoints: dict[str, Path], goods, base_sets: dict
     first = load_painter_checkpoint(next(iter(checkpoints.values())))
     resolution = int(first["resolution"])
     options = DeformOptions.from_config({**(first["config"].get("masks") or {}), **(mask_options or {})})
-    base = None
-    if base_sets:
-        base = BaseMasks({t: s.masks for t, s in base_sets.items()}, resolution, device, options,
-                         names={t: list(s.names) for t, s in base_sets.items()})
-    source: MaskSource
-    if mask_source in (None, "base"):
-        if base is None:
-            raise InputError("inpaint: mask source 'base' needs the partition's base set")
-        source = base
-    elif mask_source == "dfmgan":
-        if not mask_checkpoints:
-            raise InputError("inpaint: mask source 'dfmgan' needs one DFMGAN stage-2 checkpoint per defect type")
-        source = DFMGANMasks({t: Path(p) for t, p in mask_checkpoints.items()}, resolution, device, fallback=base)
-    else:
-        folder = Path(str(mask_source))
-        if not folder.is_dir():
-            raise InputError(f"inpaint: mask source '{mask_source}' is not base, dfmgan or a folder of PNG masks")
-        source = FolderMasks(folder, resolution, device, options)
+    source, base = choose_mask_source(mask_source, base_sets, resolution, device, options, mask_checkpoints)
     generator = InpaintGenerator(checkpoints, goods, source, device)
     generator.source_names = dict(base.names) if base is not None else {}  # the base images whose masks it uses
     generator.mask_source_name = str(mask_source or "base")

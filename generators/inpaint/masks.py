@@ -22,7 +22,18 @@ import torch.nn.functional as F
 from generators.classic.geometry import mask_bbox, randint, shift, uniform
 from generators.dfmgan.sampler import DFMGANGenerator
 from generators.mask_folder import mask_paths, read_mask_folder  # noqa: F401 - part of this module's API
+from generators.spec import Option
 from inspect_train.errors import InputError
+
+MASK_SOURCES = ("base", "dfmgan")  # or a folder of PNG masks
+
+# One flag for every painter that takes it (--aug inpaint, diffusion): the same declaration, so the commands add it
+# once and it means the same for each.
+MASK_SOURCE_OPTION = Option(
+    "mask_source", "--mask-source", metavar="SOURCE",
+    help="--aug inpaint, diffusion: where each painted defect goes: base (fresh deformed masks of the partition's "
+         "base images; the default), dfmgan (masks drawn by DFMGAN stage-2 generators, trained when missing) or a "
+         "folder of mask PNGs you drew")
 
 
 
@@ -223,6 +234,38 @@ class FolderMasks:
         return deform(picked, rng, self.options) if self.options is not None else picked
 
 
+def check_mask_source(source) -> None:
+    """A --mask-source value: base, dfmgan or a folder holding mask PNGs (one clear error otherwise)."""
+    if source not in (None, *MASK_SOURCES):
+        if not Path(str(source)).is_dir():
+            raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
+        mask_paths(source)  # no PNG there is one clear error
+
+
+def choose_mask_source(mask_source, base_sets: dict | None, resolution: int, device, options: DeformOptions,
+                       mask_checkpoints: dict[str, Path] | None = None, who: str = "inpaint"):
+    """(the MaskSource `mask_source` names, the BaseMasks of `base_sets` or None). "base": deformed masks of
+    `base_sets` ({type: ImageSet of the partition's base images}); "dfmgan": DFMGAN stage-2 generators
+    `mask_checkpoints` ({type: checkpoint}), empty masks replaced by base ones when `base_sets` is given; else a
+    folder of PNG masks drawn by the user (the same for every type; deformed like base masks)."""
+    base = None
+    if base_sets:
+        base = BaseMasks({t: s.masks for t, s in base_sets.items()}, resolution, device, options,
+                         names={t: list(s.names) for t, s in base_sets.items()})
+    if mask_source in (None, "base"):
+        if base is None:
+            raise InputError(f"{who}: mask source 'base' needs the partition's base set")
+        return base, base
+    if mask_source == "dfmgan":
+        if not mask_checkpoints:
+            raise InputError(f"{who}: mask source 'dfmgan' needs one DFMGAN stage-2 checkpoint per defect type")
+        return DFMGANMasks({t: Path(p) for t, p in mask_checkpoints.items()}, resolution, device, fallback=base), base
+    folder = Path(str(mask_source))
+    if not folder.is_dir():
+        raise InputError(f"{who}: mask source '{mask_source}' is not base, dfmgan or a folder of PNG masks")
+    return FolderMasks(folder, resolution, device, options), base
+
+
 def describe_masks(masks: torch.Tensor) -> dict:
     """Area and minor-axis extent (pixels, 2 x the smaller principal standard deviation) of each mask: how a
     deformed copy is compared with its source."""
@@ -241,5 +284,6 @@ def describe_masks(masks: torch.Tensor) -> dict:
     return {"area": m.sum(1), "minor": minor, "major": major}
 
 
-__all__ = ["MaskSource", "DeformOptions", "BaseMasks", "DFMGANMasks", "FolderMasks", "deform", "fit_masks",
+__all__ = ["MASK_SOURCES", "MASK_SOURCE_OPTION", "check_mask_source", "choose_mask_source", "MaskSource",
+           "DeformOptions", "BaseMasks", "DFMGANMasks", "FolderMasks", "deform", "fit_masks",
            "flip_turn", "place", "read_mask_folder", "describe_masks"]

@@ -7,9 +7,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from generators.inpaint import api
-from generators.inpaint.api import LOSSES, MASK_SOURCES, InpaintGenerator, build_inpaint_generator
+from generators.inpaint.api import LOSSES, InpaintGenerator, build_inpaint_generator
 from generators.inpaint.checkpoint import KIND, painter_file
-from generators.mask_folder import mask_paths
+from generators.inpaint.masks import MASK_SOURCE_OPTION, check_mask_source
 from generators.inpaint.cli import add_commands
 from generators.registry import register_generator
 from generators.spec import BuildRequest, GeneratorSpec, Learned, Option, Plan, TrainJob
@@ -63,11 +63,7 @@ def load(checkpoints: dict[str, Path], goods, device, options: dict) -> InpaintG
 
 def check_options(options: dict) -> None:
     """Checked before any arm trains: a typo must not surface after the baseline's hour."""
-    source = options.get("mask_source")
-    if source not in (None, *MASK_SOURCES):
-        if not Path(str(source)).is_dir():
-            raise InputError(f"--mask-source {source}: not base, dfmgan or a folder of mask PNGs")
-        mask_paths(source)  # no PNG there is one clear error
+    check_mask_source(options.get("mask_source"))
     if options.get("steps") is not None and int(options["steps"]) < 0:
         raise InputError(f"--inpaint-steps {options['steps']}: must be 0 or more")
 
@@ -84,10 +80,7 @@ def inpaint() -> GeneratorSpec:
                    "type and partition) when it is trained here (default: the inpaint config's)"),
             Option("loss", "--inpaint-loss", choices=LOSSES, help="--aug inpaint: the painters' adversarial loss "
                    "when they are trained here (default: the inpaint config's)"),
-            Option("mask_source", "--mask-source", metavar="SOURCE",
-                   help="--aug inpaint: where each painted defect goes: base (fresh deformed masks of the "
-                        "partition's base images; the default), dfmgan (masks drawn by DFMGAN stage-2 generators, "
-                        "trained when missing) or a folder of mask PNGs you drew"),
+            MASK_SOURCE_OPTION,
             Option("mask_options", help="overrides of the painters' mask deformation options, e.g. {turns: false}"),
         ),
         learned=Learned(kind=KIND, folder="inpaint", noun="inpaint painters", title="inpaint",

@@ -59,7 +59,7 @@ def add_task_arguments(p, task: str, toy_preset: str, data_preset: str, model_he
                    help="arms to train next to the real-only baseline, one or more of: " + ", ".join(augs) +
                         f" (default {DEFAULT_AUG}). none: real only (the baseline itself); classic: flips, turns and "
                         "colour jitter on the real images; the others draw fresh synthetic defects every batch; "
-                        "generators joined by '+' (crop-paste+inpaint) make one arm drawing from each in turn")
+                        "generators joined by '+' (crop-paste+perlin) make one arm drawing from each in turn")
     p.add_argument("--steer", nargs="+", choices=STEER_MODES, default=["off"], metavar="MODE",
                    help="train each generator arm once per mode: off (the plain arm), types (more samples of the "
                         "defect types with a high running training loss: arm <aug>+types), hard (keep the hardest "

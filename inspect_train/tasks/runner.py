@@ -224,7 +224,8 @@ def train_arm(task: Task, settings: TaskSettings, arm: str, data: CategoryData, 
     last = train_fixed_steps(model, batches, steps, task.step_fn(settings, device), optimizer, scheduler, writer,
                              desc=label, log_every=settings.log_every, on_batch=on_batch,
                              progress=getattr(settings, "progress", True) and ctx.is_main,
-                             on_losses=batches.observe if steering is not None else None)
+                             on_losses=batches.observe if steering is not None and hasattr(task, "sample_losses")
+                             else None)
     if not math.isfinite(last.get("loss", math.nan)):
         raise RuntimeError(f"{label}: the training loss is {last.get('loss')} at the end")
     return finish_training(model, ctx), batches, writer, last, pool
