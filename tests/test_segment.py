@@ -10,7 +10,7 @@ import torch
 from inspect_train.cli import main
 from inspect_train.metrics.segmentation import METRIC_KEYS
 from inspect_train.online import Batch
-from inspect_train.tasks.segment import draem_targets
+from inspect_train.models.segmenters import paired_targets
 
 
 def _run(tmp_path, toy_root, *extra, name="run", config="segment-tiny"):
@@ -163,7 +163,7 @@ def test_encoder_weights_file_is_loaded(tmp_path):
     assert torch.equal(grey.encoder.layer1[0].conv1.weight, donor.encoder.layer1[0].conv1.weight)
 
 
-def test_draem_targets_use_paired_goods():
+def test_paired_targets_use_paired_goods():
     images = torch.rand(4, 1, 8, 8)
     masks = torch.zeros(4, 1, 8, 8)
     masks[1, :, 2:4, 2:4] = 1  # a real defect image
@@ -171,7 +171,7 @@ def test_draem_targets_use_paired_goods():
     goods = torch.zeros(2, 1, 8, 8)
     batch = Batch(images, torch.zeros(4, dtype=torch.long), masks, torch.tensor([False, False, True, True]),
                   synthetic_goods=goods)
-    targets, weights = draem_targets(batch)
+    targets, weights = paired_targets(batch)
     assert torch.equal(targets[:2], images[:2]) and torch.equal(targets[2:], goods)
     assert weights[0].min() == 1 and weights[1].sum() == 64 - 4 and weights[2:].min() == 1
     assert not math.isnan(float(weights.sum()))

@@ -12,12 +12,12 @@ from inspect_train.tasks.registry import TaskEntry, register_task
 
 def add_arguments(p) -> None:
     add_task_arguments(p, "segment", "segment-tiny", "segment-256",
-                       model_help="unet, deeplabv3 or draem (preset default: unet)", settings_class=SegmentSettings)
+                       model_help="unet, deeplabv3, draem or destseg (preset default: unet)", settings_class=SegmentSettings)
 
 
 register_task(TaskEntry(
     name="segment",
-    help="train a defect segmenter (U-Net, DeepLabV3, DRAEM) with in-loop synthetic defects",
+    help="train a defect segmenter (U-Net, DeepLabV3, DRAEM, DeSTSeg) with in-loop synthetic defects",
     description="For each partition: train the real-only baseline and one arm per --aug on the base set's "
     "real defects, train/good and fresh synthetic defects every batch, with the same model, schedule and "
     "seed; evaluate each on the partition's test set (pixel AP/AUROC, AUPRO@30%%FPR, image AUROC/AP, pixel "

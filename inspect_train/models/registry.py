@@ -15,9 +15,8 @@ from torch import nn
 
 from inspect_train.errors import InputError
 from inspect_train.models.classifier import build_classifier
-from inspect_train.models.segmenters import build_segmenter
+from inspect_train.models.segmenters import MODELS as SEGMENTERS, build_segmenter
 
-SEGMENTERS = ("unet", "deeplabv3", "draem")
 DETECTORS = ("fcos", "retinanet", "fasterrcnn")
 
 
@@ -26,12 +25,14 @@ def create_classifier(name: str, num_classes: int, in_chans: int = 3, weights: s
     return build_classifier(name, num_classes, in_chans, weights)
 
 
-def create_segmenter(name: str, in_chans: int, config: dict | None = None, weights: str | None = None) -> nn.Module:
-    """A segmenter from SEGMENTERS for [0, 1] images; `config` holds its widths (and `encoder` for smp models)."""
+def create_segmenter(name: str, in_chans: int, config: dict | None = None, weights: str | None = None,
+                     rebuild: bool = False) -> nn.Module:
+    """A segmenter from SEGMENTERS for [0, 1] images; `config` holds its widths (and `encoder` for smp models).
+    `rebuild`: the network of a model file, for its state dict to fill (no pretrained weights are looked up)."""
     if name not in SEGMENTERS:
         raise InputError(f"--model '{name}': unknown segmenter (choose from {', '.join(SEGMENTERS)})")
     config = dict(config or {})
-    return build_segmenter(name, in_chans, config, encoder=config.get("encoder", "resnet18"), weights=weights)
+    return build_segmenter(name, in_chans, config, weights=weights, rebuild=rebuild)
 
 
 def create_detector(name: str, in_chans: int, num_classes: int, size: tuple[int, int], config: dict | None = None,

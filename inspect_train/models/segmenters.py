@@ -1,36 +1,128 @@
-"""Segmentation networks by name: smp U-Net / DeepLabV3 (any smp encoder) and our DRAEM-style model.
+"""Segmentation networks by name, each declared once as a `SegmenterSpec`: smp U-Net / DeepLabV3 (any smp
+encoder), our DRAEM-style model and DeSTSeg.
+
+A spec says how the model is built, what its input size must divide by, its training step (the loss of one
+batch) and, where it has its own, its optimiser and learning-rate schedule; the segment task reads the spec and
+names no model. Every segmenter's forward takes images in [0, 1] and gives its defect logits (N, 1, H, W), or a
+tuple whose last item they are (DRAEM: (reconstruction, logits)); `defect_logits` reads either.
 
 Encoders start from random weights: nothing is downloaded at run time. Pass
-`weights="pretrained"` to use smp's pretrained encoder from the local Hugging
-Face cache (offline lookup only), or
+`weights="pretrained"` to use smp's pretrained encoder from the local Hugging Face
+cache (offline lookup only), or
 a file path holding a state dict for the encoder (e.g. a torchvision ResNet
 checkpoint). The input channel count comes from the data; a 3-channel first
 convolution is summed down to grey (or spread over more channels) on load.
+DeSTSeg's teacher takes the same `weights` (see inspect_train.models.destseg.build_teacher).
 """
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import huggingface_hub.constants as hub
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import segmentation_models_pytorch as smp
+from segmentation_models_pytorch.losses import DiceLoss
 
 from inspect_train.errors import InputError
-from inspect_train.models.draem import Draem, DraemConfig
-
-MODELS = ("unet", "deeplabv3", "draem")
+from inspect_train.models.destseg import DeSTSeg, destseg_config, stage_schedule
+from inspect_train.models.draem import Draem, DraemConfig, DraemLoss
 from inspect_train.models.normalise import PRETRAINED, IMAGENET_MEAN, IMAGENET_STD, Normalised, fit_channels
 
+# step(net, batch) -> (loss, {scalar name: detached value}) for one training batch
+StepFn = Callable[[nn.Module, Any], tuple]
 
-def input_divisor(name: str, config: dict[str, Any]) -> int:
-    """Height and width of the input must be multiples of this for the model to run."""
-    if name == "draem":
-        return draem_config(config).divisor
+
+@dataclass(frozen=True)
+class SegmenterSpec:
+    """One segmentation model, declared once.
+
+    build(in_channels, config, weights, rebuild) -> the network (rebuild: a model file's network, random weights
+    for its state dict to fill, nothing looked up); divisor(config) -> what height and width must divide by;
+    step(config, loss_options, steps, device) -> StepFn; paired_good: its step reads each synthetic sample's
+    defect-free twin (batch.synthetic_goods); optimizer(model, steps, lr, weight_decay, config) ->
+    (optimizer, scheduler), or None for the task's AdamW with a cosine schedule.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    divisor: Callable[[dict], int]
+    step: Callable[..., StepFn]
+    paired_good: bool = False
+    optimizer: Callable | None = None
+
+
+def defect_logits(output):
+    """A segmenter's defect logits: DRAEM returns (reconstruction, logits), the others the logits alone."""
+    return output[-1] if isinstance(output, (tuple, list)) else output
+
+
+def _scalars(terms: dict) -> dict:
+    return {k: v.detach() for k, v in terms.items() if k != "loss"}
+
+
+class SegmentationLoss(nn.Module):
+    """BCE + Dice on defect logits (smp's losses); Dice pools the whole batch so good images count."""
+
+    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0):
+        super().__init__()
+        self.bce_weight, self.dice_weight = bce_weight, dice_weight
+        self.dice = DiceLoss(mode="binary", from_logits=True)
+
+    def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
+        bce = F.binary_cross_entropy_with_logits(logits, masks)
+        dice = self.dice(logits, masks)
+        return {"loss": self.bce_weight * bce + self.dice_weight * dice, "bce": bce, "dice": dice}
+
+
+def paired_targets(batch) -> tuple[torch.Tensor, torch.Tensor]:
+    """The defect-free target and per-pixel weight of each sample of a batch (DRAEM's reconstruction, DeSTSeg's
+    student).
+
+    Synthetic samples: the generator's paired good image (weight 1). Real good
+    images: themselves. Real defect images have no defect-free twin: they are
+    their own target outside the defect only (weight 1 - mask).
+    """
+    targets = batch.images.clone()
+    weights = 1.0 - batch.masks
+    goods = getattr(batch, "synthetic_goods", None)
+    if goods is not None:
+        syn = batch.synthetic
+        targets[syn] = goods.to(targets.dtype)
+        weights[syn] = 1.0
+    return targets, weights
+
+
+# ----------------------------------------------------------------------------- smp U-Net and DeepLabV3
+
+
+def _smp_divisor(config: dict) -> int:
     return 2 ** int(config.get("encoder_depth", 5))
+
+
+def _smp_step(config: dict, loss: dict, steps: int, device) -> StepFn:
+    criterion = SegmentationLoss(**(loss or {})).to(device)
+
+    def segment_step(net, batch):
+        terms = criterion(net(batch.images), batch.masks)
+        return terms["loss"], _scalars(terms)
+
+    return segment_step
+
+
+def _smp_builder(name: str):
+    def build(in_channels: int, config: dict, weights: str | None = None, rebuild: bool = False) -> nn.Module:
+        return _build_smp(name, in_channels, config, config.get("encoder", "resnet18"), weights)
+
+    return build
+
+
+# ----------------------------------------------------------------------------- DRAEM
 
 
 def draem_config(config: dict[str, Any]) -> DraemConfig:
@@ -38,22 +130,90 @@ def draem_config(config: dict[str, Any]) -> DraemConfig:
     return DraemConfig(**{k: v for k, v in config.items() if k in known})
 
 
+def _build_draem(in_channels: int, config: dict, weights: str | None = None, rebuild: bool = False) -> nn.Module:
+    if weights:
+        raise InputError("--weights: DRAEM has no pretrained encoder; it always starts from random weights")
+    return Draem(in_channels, draem_config(config))
+
+
+def _draem_step(config: dict, loss: dict, steps: int, device) -> StepFn:
+    criterion = DraemLoss(draem_config(config)).to(device)
+
+    def draem_step(net, batch):
+        reconstruction, logits = net(batch.images)
+        targets, weights = paired_targets(batch)
+        terms = criterion(reconstruction, targets, logits, batch.masks, weights)
+        return terms["loss"], _scalars(terms)
+
+    return draem_step
+
+
+# ----------------------------------------------------------------------------- DeSTSeg
+
+
+def _build_destseg(in_channels: int, config: dict, weights: str | None = None, rebuild: bool = False) -> nn.Module:
+    return DeSTSeg(in_channels, destseg_config(config), weights=weights, rebuild=rebuild)
+
+
+def _destseg_step(config: dict, loss: dict, steps: int, device) -> StepFn:
+    """The first `student_steps` calls train the student, the rest the head (one call per optimiser step)."""
+    first = destseg_config(config).student_steps(steps)
+    done = [0]
+
+    def destseg_step(net, batch):
+        stage = "student" if done[0] < first else "head"
+        done[0] += 1
+        targets, weights = paired_targets(batch)
+        terms = net(batch.images, clean=targets, weight=weights, masks=batch.masks, stage=stage)
+        return terms["loss"], _scalars(terms)
+
+    return destseg_step
+
+
+def _destseg_optimizer(model: nn.Module, steps: int, lr: float, weight_decay: float, config: dict):
+    return stage_schedule(model, steps, lr, weight_decay, destseg_config(config))
+
+
+SPECS: dict[str, SegmenterSpec] = {spec.name: spec for spec in (
+    SegmenterSpec("unet", _smp_builder("unet"), _smp_divisor, _smp_step),
+    SegmenterSpec("deeplabv3", _smp_builder("deeplabv3"), _smp_divisor, _smp_step),
+    SegmenterSpec("draem", _build_draem, lambda config: draem_config(config).divisor, _draem_step,
+                  paired_good=True),
+    SegmenterSpec("destseg", _build_destseg, lambda config: destseg_config(config).divisor, _destseg_step,
+                  paired_good=True, optimizer=_destseg_optimizer),
+)}
+MODELS = tuple(SPECS)
+
+
+def segmenter_spec(name: str) -> SegmenterSpec:
+    if name not in SPECS:
+        raise InputError(f"--model '{name}': unknown segmenter (choose from {', '.join(MODELS)})")
+    return SPECS[name]
+
+
+def input_divisor(name: str, config: dict[str, Any]) -> int:
+    """Height and width of the input must be multiples of this for the model to run."""
+    return segmenter_spec(name).divisor(dict(config or {}))
+
+
 def build_segmenter(
     name: str,
     in_channels: int,
     config: dict[str, Any] | None = None,
-    encoder: str = "resnet18",
+    encoder: str | None = None,
     weights: str | None = None,
+    rebuild: bool = False,
 ) -> nn.Module:
     """A model taking images in [0, 1] whose forward gives defect logits (N, 1, H, W)
-    (DRAEM: (reconstruction, logits)). `config` holds the model's widths (see configs/segment-*.yaml)."""
+    (DRAEM: (reconstruction, logits)). `config` holds the model's widths (see configs/segment-*.yaml);
+    `encoder` (smp models) overrides the config's."""
     config = dict(config or {})
-    if name == "draem":
-        if weights:
-            raise InputError("--weights: DRAEM has no pretrained encoder; it always starts from random weights")
-        return Draem(in_channels, draem_config(config))
-    if name not in MODELS:
-        raise InputError(f"--model '{name}': unknown (choose from {', '.join(MODELS)})")
+    if encoder is not None:
+        config["encoder"] = encoder
+    return segmenter_spec(name).build(in_channels, config, weights, rebuild)
+
+
+def _build_smp(name: str, in_channels: int, config: dict, encoder: str, weights: str | None) -> nn.Module:
     depth = int(config.get("encoder_depth", 5))
     kwargs: dict[str, Any] = dict(encoder_name=encoder, encoder_depth=depth, in_channels=in_channels, classes=1)
     if name == "unet":
@@ -64,7 +224,7 @@ def build_segmenter(
         cls = smp.DeepLabV3
     from_cache = weights == PRETRAINED
     try:
-        with _hub_offline(from_cache):
+        with hub_offline(from_cache):
             model = cls(encoder_weights="imagenet" if from_cache else None, **kwargs)
     except KeyError:
         raise InputError(f"--encoder '{encoder}': not an encoder segmentation-models-pytorch knows") from None
@@ -81,7 +241,7 @@ def build_segmenter(
 
 
 @contextmanager
-def _hub_offline(active: bool):
+def hub_offline(active: bool):
     """Look only in the local Hugging Face cache: no network retries that would stall a run for half a minute."""
     if not active:
         yield

@@ -1,5 +1,6 @@
-"""The segment task: where is the defect? A U-Net, DeepLabV3 (segmentation-models-pytorch) or DRAEM-style
-segmenter, plugged into the protocol runner (inspect_train.tasks.runner).
+"""The segment task: where is the defect? A U-Net, DeepLabV3 (segmentation-models-pytorch), DRAEM-style or
+DeSTSeg segmenter (each declared once in inspect_train.models.segmenters), plugged into the protocol runner
+(inspect_train.tasks.runner).
 
 Every arm trains on the base set's real defects, train/good and (generator arms) fresh synthetic defects
 every batch; the test set is the partition's test defects plus all of test/good. Scores: pixel AP/AUROC,
@@ -19,18 +20,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from PIL import Image
 from scipy import ndimage
-from segmentation_models_pytorch.losses import DiceLoss
 from torchvision.utils import make_grid
 
 from inspect_train.errors import InputError
 from inspect_train.metrics.paired import segmentation_intervals
 from inspect_train.metrics.segmentation import METRIC_KEYS, image_labels, image_scores, segmentation_metrics
-from inspect_train.models.draem import DraemLoss
 from inspect_train.models.registry import SEGMENTERS, architecture, create_segmenter
-from inspect_train.models.segmenters import draem_config, input_divisor
+from inspect_train.models.segmenters import defect_logits, input_divisor, segmenter_spec
 from inspect_train.online import GOOD
 from inspect_train.settings import SegmentSettings
 from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
@@ -42,46 +40,14 @@ THRESHOLD_BINS = 1000
 HEAT_MAP = "inferno"
 
 
-class SegmentationLoss(nn.Module):
-    """BCE + Dice on defect logits (smp's losses); Dice pools the whole batch so good images count."""
-
-    def __init__(self, bce_weight: float = 1.0, dice_weight: float = 1.0):
-        super().__init__()
-        self.bce_weight, self.dice_weight = bce_weight, dice_weight
-        self.dice = DiceLoss(mode="binary", from_logits=True)
-
-    def forward(self, logits: torch.Tensor, masks: torch.Tensor) -> dict[str, torch.Tensor]:
-        bce = F.binary_cross_entropy_with_logits(logits, masks)
-        dice = self.dice(logits, masks)
-        return {"loss": self.bce_weight * bce + self.dice_weight * dice, "bce": bce, "dice": dice}
-
-
-def draem_targets(batch) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reconstruction target and per-pixel weight for each sample of a batch.
-
-    Synthetic samples: the generator's paired good image (weight 1). Real good
-    images: themselves. Real defect images have no defect-free twin: they are
-    their own target outside the defect only (weight 1 - mask).
-    """
-    targets = batch.images.clone()
-    weights = 1.0 - batch.masks
-    goods = getattr(batch, "synthetic_goods", None)
-    if goods is not None:
-        syn = batch.synthetic
-        targets[syn] = goods.to(targets.dtype)
-        weights[syn] = 1.0
-    return targets, weights
-
-
 @torch.no_grad()
-def predict_maps(model: nn.Module, images: torch.Tensor, device, batch_size: int, is_draem: bool) -> torch.Tensor:
+def predict_maps(model: nn.Module, images: torch.Tensor, device, batch_size: int) -> torch.Tensor:
     """Defect probability maps, float (N, 1, H, W) on the CPU, from uint8 images."""
     model.eval()
     out = []
     for start in range(0, len(images), batch_size):
         x = images[start : start + batch_size].to(device).float().div_(255.0)
-        logits = model(x)[1] if is_draem else model(x)
-        out.append(torch.sigmoid(logits).float().cpu())
+        out.append(torch.sigmoid(defect_logits(model(x))).float().cpu())
     return torch.cat(out)
 
 
@@ -100,11 +66,6 @@ def f1_best_threshold(maps: torch.Tensor, masks: torch.Tensor, bins: int = THRES
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
     best = int(np.argmax(f1))
     return float(edges[::-1][best + 1])
-
-
-def defect_logits(output):
-    """A segmenter's defect logits: DRAEM returns (reconstruction, logits), the others the logits alone."""
-    return output[-1] if isinstance(output, (tuple, list)) else output
 
 
 class DefectMap(nn.Module):
@@ -204,35 +165,26 @@ class SegmentTask:
         return architecture("segment", settings.model, data.channels, config=settings.model_config())
 
     def build_from_architecture(self, record: dict):
-        return create_segmenter(record["name"], record["in_chans"], record.get("config"))
+        return create_segmenter(record["name"], record["in_chans"], record.get("config"), rebuild=True)
 
     def learning_rate(self, settings: SegmentSettings) -> float:
         return float(settings.model_config().get("lr", settings.lr))
 
     def paired_good(self, settings: SegmentSettings) -> bool:
-        return settings.model == "draem"  # only DRAEM reconstructs towards the good twin
+        return segmenter_spec(settings.model).paired_good  # DRAEM and DeSTSeg learn towards the good twin
 
     def step_fn(self, settings: SegmentSettings, device):
-        if settings.model == "draem":
-            criterion = DraemLoss(draem_config(settings.model_config())).to(device)
+        return segmenter_spec(settings.model).step(settings.model_config(), settings.loss, settings.steps, device)
 
-            def draem_step(net, batch):
-                reconstruction, logits = net(batch.images)
-                targets, weights = draem_targets(batch)
-                terms = criterion(reconstruction, targets, logits, batch.masks, weights)
-                return terms["loss"], {k: v.detach() for k, v in terms.items() if k != "loss"}
-
-            return draem_step
-        criterion = SegmentationLoss(**(settings.loss or {})).to(device)
-
-        def segment_step(net, batch):
-            terms = criterion(net(batch.images), batch.masks)
-            return terms["loss"], {k: v.detach() for k, v in terms.items() if k != "loss"}
-
-        return segment_step
+    def make_optimizer(self, model, steps: int, settings: SegmentSettings):
+        """The model's own optimiser and schedule (DeSTSeg: one per stage), else the runner's default (None)."""
+        own = segmenter_spec(settings.model).optimizer
+        if own is None:
+            return None
+        return own(model, steps, self.learning_rate(settings), settings.weight_decay, settings.model_config())
 
     def evaluate(self, model, tests: TestSet, settings: SegmentSettings, device) -> Evaluation:
-        maps = predict_maps(model, tests.images, device, settings.eval_batch_size, settings.model == "draem")
+        maps = predict_maps(model, tests.images, device, settings.eval_batch_size)
         metrics = segmentation_metrics(maps, tests.masks, sigma=float(settings.smooth_sigma))
         metrics = {k: (None if v is None or not math.isfinite(v) else round(float(v), 6)) for k, v in metrics.items()}
         return Evaluation(metrics, maps)
@@ -282,7 +234,7 @@ class SegmentTask:
 
     def decision_threshold(self, model, pool, settings: SegmentSettings, device) -> dict:
         """The pixel F1-best threshold on the arm's real training images (base defects + train/good)."""
-        maps = predict_maps(model, pool.images, device, settings.eval_batch_size, settings.model == "draem")
+        maps = predict_maps(model, pool.images, device, settings.eval_batch_size)
         return {"pixel": f1_best_threshold(maps, pool.masks.cpu()), "smooth_sigma": float(settings.smooth_sigma),
                 "chosen_on": f"pixel F1 on the {len(pool)} real training images (base-set defects + train/good)"}
 
