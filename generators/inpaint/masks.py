@@ -287,3 +287,20 @@ def describe_masks(masks: torch.Tensor) -> dict:
 __all__ = ["MASK_SOURCES", "MASK_SOURCE_OPTION", "check_mask_source", "choose_mask_source", "MaskSource",
            "DeformOptions", "BaseMasks", "DFMGANMasks", "FolderMasks", "deform", "fit_masks",
            "flip_turn", "place", "read_mask_folder", "describe_masks"]
+
+
+def painting_surfaces(good_images, good_names, channels: int, resolution: int, device, noun: str):
+    """(the real good images a painter paints on, [0, 1] at its resolution on `device`; their names), from an
+    ImageSet or a uint8 tensor; no image, or another channel count than the painters', is one clear error."""
+    images = getattr(good_images, "images", good_images)
+    names = list(good_names if good_names is not None else getattr(good_images, "names", []))
+    if images is None or images.shape[0] == 0:
+        raise InputError(f"{noun}: no train/good images to paint on")
+    if int(images.shape[1]) != channels:
+        raise InputError(f"{noun}: the painters were trained on {channels} channel(s), the good images "
+                         f"have {images.shape[1]}")
+    goods = images.to(device).float().div_(255.0)
+    if tuple(goods.shape[-2:]) != (resolution, resolution):
+        goods = F.interpolate(goods, size=(resolution, resolution), mode="bilinear",
+                              align_corners=False, antialias=True).clamp_(0, 1)
+    return goods, names

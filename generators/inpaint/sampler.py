@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from generators.base import SyntheticBatch
 from generators.inpaint.checkpoint import load_painter_checkpoint, painter_from_state
-from generators.inpaint.masks import BaseMasks, DeformOptions, MaskSource, fit_masks
+from generators.inpaint.masks import BaseMasks, DeformOptions, MaskSource, fit_masks, painting_surfaces
 from generators.inpaint.networks import composite
 from inspect_train.errors import InputError
 
@@ -44,18 +43,8 @@ class InpaintGenerator:
         if len(shapes) > 1:
             raise InputError(f"inpaint: painters disagree on resolution/channels {sorted(shapes)}")
         self.resolution, self.channels = shapes.pop()
-        images = getattr(good_images, "images", good_images)
-        self.good_names = list(good_names if good_names is not None else getattr(good_images, "names", []))
-        if images is None or images.shape[0] == 0:
-            raise InputError("inpaint: no train/good images to paint on")
-        if int(images.shape[1]) != self.channels:
-            raise InputError(f"inpaint: the painters were trained on {self.channels} channel(s), the good images "
-                             f"have {images.shape[1]}")
-        goods = images.to(self.device).float().div_(255.0)
-        if tuple(goods.shape[-2:]) != (self.resolution, self.resolution):
-            goods = F.interpolate(goods, size=(self.resolution, self.resolution), mode="bilinear",
-                                  align_corners=False, antialias=True).clamp_(0, 1)
-        self.goods = goods
+        self.goods, self.good_names = painting_surfaces(good_images, good_names, self.channels, self.resolution,
+                                                        self.device, "inpaint")
         if mask_source is None:
             mask_source = BaseMasks(base, self.resolution, self.device,
                                     DeformOptions.from_config(self.config.get("masks")))
