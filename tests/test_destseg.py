@@ -49,7 +49,7 @@ class _Trainer:
     def __call__(self, batch, steps: int) -> list:
         history = []
         for _ in range(steps):
-            loss, scalars = self.step(self.net, batch)
+            loss, scalars, _ = self.step(self.net, batch)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
@@ -109,6 +109,15 @@ def test_stage_schedule():
     assert lrs[0][0] == pytest.approx(1e-3) and lrs[6][1] == pytest.approx(2e-3)
     teacher = {id(p) for p in net.teacher.parameters()}
     assert not any(id(p) in teacher for group in optimizer.param_groups for p in group["params"])
+    # --warmup-steps ramps each stage up from its start (at most a fifth of the stage): 20 steps, 12 + 8
+    optimizer, scheduler = segmenter_spec("destseg").optimizer(net, 20, 1e-3, 1e-4, TINY, 5)
+    warm = []
+    for _ in range(20):
+        warm.append([group["lr"] for group in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    assert [round(s / 1e-3, 3) for s, _ in warm[:3]] == [0.5, 1.0, 1.0] and warm[3][0] < 1e-3
+    assert [round(h / 1e-3, 3) for _, h in warm[12:14]] == [1.0, 1.0]  # 8 // 5 = 1 warm-up step: (0 + 1) / 1
 
 
 def test_teacher_weights(tmp_path, monkeypatch, capsys):

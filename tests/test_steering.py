@@ -1,9 +1,11 @@
 """Steering: the model being trained tells the online dataset which defect types, generators and samples to draw."""
 
+import math
 from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from generators.mixture import MixtureGenerator
 from generators.registry import REAL_ONLY, create_generator
@@ -11,7 +13,7 @@ from inspect_train.arms import arm_names, check_mixture, parse_arm
 from inspect_train.cli import main
 from inspect_train.data.category import load_category
 from inspect_train.errors import InputError
-from inspect_train.online import GOOD, OnlineBatches, RealPool
+from inspect_train.online import OnlineBatches, RealPool
 from inspect_train.protocol import get_partition, make_manifest
 from inspect_train.report import read_results
 from inspect_train.steering import SteerSettings, Steering, mixed_shares
@@ -187,12 +189,67 @@ def test_one_candidate_reproduces_the_unsteered_arm_exactly_and_the_run_records_
     assert "steering types: synthetic samples per type" in (tmp_path / "report.md").read_text()
 
 
-def test_a_task_without_per_sample_losses_refuses_steering_in_one_line(toy_root, fast_presets, tmp_path, capsys):
-    code = main(["detect", "--config", fast_presets["detect"], "--aug", "crop-paste", "--steer", "types",
-                 "--partitions", "1", "--quiet", "--out", str(tmp_path / "d")])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "--steer types: detect does not give the loss" in err[0]
-    assert not (tmp_path / "d").exists()
+@pytest.mark.parametrize("task", ["segment", "detect"])
+def test_segment_and_detect_steer_with_their_own_losses_and_one_candidate_is_the_plain_arm(
+        task, toy_root, fast_presets, tmp_path, monkeypatch):
+    """types reads each training row's loss (segment: pixel loss in the mask; detect: the image's detector loss),
+    hard scores candidates with the same loss, and one candidate trains exactly the plain arm."""
+    module = __import__(f"inspect_train.tasks.{task}", fromlist=["TASK"])
+    scored = []
+    original = type(module.TASK).sample_losses
+
+    def watch(self, model, images, masks, labels, settings):
+        losses = original(self, model, images, masks, labels, settings)
+        scored.append(losses)
+        return losses
+
+    monkeypatch.setattr(type(module.TASK), "sample_losses", watch)
+    common = [task, "--data", str(toy_root), "--category", "toy", "--config", fast_presets[task], "--aug",
+              "crop-paste", "--no-baseline", "--steps", "3", "--partitions", "1", "--quiet"]
+    assert main([*common, "--steer", "types", "hard", "--steer-candidates", "2", "--out", str(tmp_path / "k2")]) == 0
+    runs = read_results(tmp_path / "k2")["partitions"][0]["runs"]
+    losses = runs["crop-paste+types"]["steering"]["running_loss"]
+    assert losses and all(math.isfinite(v) and v > 0 for v in losses.values())
+    assert runs["crop-paste+hard"]["steering"]["candidates"] == 2
+    assert scored and all(s.ndim == 1 and torch.isfinite(s).all() for s in scored)
+
+    assert main([*common, "--steer", "off", "hard", "--steer-candidates", "1", "--out", str(tmp_path / "k1")]) == 0
+    entry = read_results(tmp_path / "k1")["partitions"][0]
+    assert entry["arms"]["crop-paste+hard"] == entry["arms"]["crop-paste"]
+
+
+def test_the_mask_loss_counts_the_pixels_inside_the_mask_and_the_whole_image_without_one():
+    from inspect_train.models.segmenters import mask_losses
+
+    masks = torch.zeros(3, 1, 8, 8)
+    masks[:2, :, 2:5, 2:5] = 1.0
+    logits = torch.full((3, 1, 8, 8), -6.0)
+    logits[0, :, 2:5, 2:5] = 6.0  # row 0 finds its defect, row 1 misses it; row 2 has no defect to find
+    losses = mask_losses(logits, masks)
+    assert losses[0] < 0.01 < 5.0 < losses[1]
+    assert losses[2] == pytest.approx(F.binary_cross_entropy_with_logits(logits[2], masks[2]).item())
+
+
+def test_the_detectors_per_image_loss_moves_no_statistics_and_restores_every_mode(toy, fast_presets):
+    from inspect_train.boxes import box_targets
+    from inspect_train.models.registry import create_detector
+    from inspect_train.tasks.detect import image_losses
+
+    config = __import__("yaml").safe_load(open(fast_presets["detect"]))["models"]["fcos"]
+    torch.manual_seed(0)
+    net = create_detector("fcos", toy.channels, len(toy.defect_types), toy.size, config)
+    net.train()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    norms[0].eval()  # a mixed state, to be given back as it was
+    modes = [m.training for m in net.modules()]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    images = torch.rand(3, toy.channels, *toy.size)
+    masks = torch.zeros(3, 1, *toy.size)
+    masks[0, :, 4:12, 4:12] = 1.0
+    losses = image_losses(net, images, box_targets(masks, torch.tensor([0, 0, 0])))
+    assert losses.shape == (3,) and torch.isfinite(losses).all() and not losses.requires_grad
+    assert [m.training for m in net.modules()] == modes
+    assert all(torch.equal(v, net.state_dict()[k]) for k, v in before.items())
 
 
 def test_the_steering_settings_count_in_the_resume_stamp_of_steered_arms_only():

@@ -253,6 +253,15 @@ def test_the_registered_task_has_its_subcommand(registered, preset):
         register_task(area_entry(preset))
 
 
+def test_a_task_without_per_sample_losses_refuses_steering_in_one_line(registered, preset, toy_root, tmp_path,
+                                                                        capsys):
+    code = main([AREA, "--data", str(toy_root), "--category", "toy", "--config", preset, "--aug", "crop-paste",
+                 "--steer", "types", "--partitions", "1", "--quiet", "--out", str(tmp_path / "a")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"--steer types: {AREA} does not give the loss" in err[0]
+    assert not (tmp_path / "a").exists()
+
+
 def test_trains_every_arm_through_the_runner(trained):
     results = json.loads((trained / "results.json").read_text())
     assert results["task"] == AREA and results["headline"] == "area_mae"

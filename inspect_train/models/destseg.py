@@ -257,12 +257,15 @@ class DeSTSeg(nn.Module):
         logits = self.head_logits(x, self._teacher(z), student)
         focal = self.focal(logits, masks)
         l1 = (torch.sigmoid(logits) - masks).abs().mean()
-        return {"loss": focal + self.config.l1_weight * l1, "focal": focal.detach(), "l1": l1.detach()}
+        return {"loss": focal + self.config.l1_weight * l1, "focal": focal.detach(), "l1": l1.detach(),
+                "logits": logits.detach()}
 
 
-def stage_schedule(model: nn.Module, steps: int, lr: float, weight_decay: float, config: DestsegConfig):
+def stage_schedule(model: nn.Module, steps: int, lr: float, weight_decay: float, config: DestsegConfig,
+                   warmup_steps: int = 0):
     """AdamW over the student (first stage) and the head (second stage), each with a cosine learning rate
-    from its peak to zero over its own stage and zero outside it; the frozen teacher is not optimised."""
+    from its peak to zero over its own stage and zero outside it; the frozen teacher is not optimised.
+    `warmup_steps` (at most a fifth of a stage) ramps each stage's rate up linearly from its start."""
     net = getattr(model, "module", model)
     first = config.student_steps(steps)
     head_lr = float(config.head_lr if config.head_lr is not None else lr)
@@ -271,7 +274,10 @@ def stage_schedule(model: nn.Module, steps: int, lr: float, weight_decay: float,
                                   lr=lr, weight_decay=weight_decay)
 
     def cosine(done: int, length: int) -> float:
-        return 0.5 * (1 + math.cos(math.pi * min(1.0, done / max(1, length))))
+        warm = min(int(warmup_steps), length // 5)
+        if done < warm:
+            return (done + 1) / warm
+        return 0.5 * (1 + math.cos(math.pi * min(1.0, (done - warm) / max(1, length - warm))))
 
     def student(step: int) -> float:
         return cosine(step, first) if step < first else 0.0

@@ -34,7 +34,7 @@ from inspect_train.models.destseg import DeSTSeg, destseg_config, stage_schedule
 from inspect_train.models.draem import Draem, DraemConfig, DraemLoss
 from inspect_train.models.normalise import PRETRAINED, IMAGENET_MEAN, IMAGENET_STD, Normalised, fit_channels
 
-# step(net, batch) -> (loss, {scalar name: detached value}) for one training batch
+# step(net, batch) -> (loss, {scalar name: detached value}, each row's mask loss (B,) or None) for one batch
 StepFn = Callable[[nn.Module, Any], tuple]
 
 
@@ -44,8 +44,9 @@ class SegmenterSpec:
 
     build(in_channels, config, weights, rebuild) -> the network (rebuild: a model file's network, random weights
     for its state dict to fill, nothing looked up); divisor(config) -> what height and width must divide by;
-    step(config, loss_options, steps, device) -> StepFn; paired_good: its step reads each synthetic sample's
-    defect-free twin (batch.synthetic_goods); optimizer(model, steps, lr, weight_decay, config) ->
+    step(config, loss_options, steps, device) -> StepFn (its third item, `mask_losses` of the batch's logits,
+    is what steering reads); paired_good: its step reads each synthetic sample's
+    defect-free twin (batch.synthetic_goods); optimizer(model, steps, lr, weight_decay, config, warmup_steps) ->
     (optimizer, scheduler), or None for the task's AdamW with a cosine schedule.
     """
 
@@ -60,6 +61,15 @@ class SegmenterSpec:
 def defect_logits(output):
     """A segmenter's defect logits: DRAEM returns (reconstruction, logits), the others the logits alone."""
     return output[-1] if isinstance(output, (tuple, list)) else output
+
+
+def mask_losses(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each row's pixel BCE inside its mask (over the whole image where the mask is empty): how badly the model
+    misses that sample's defect, what steering ranks defect types and candidates by. Any segmenter's logits."""
+    bce = F.binary_cross_entropy_with_logits(logits.detach().float(), masks.float(), reduction="none").flatten(1)
+    inside = (masks.flatten(1) > 0.5).float()
+    area = inside.sum(1)
+    return torch.where(area > 0, (bce * inside).sum(1) / area.clamp_min(1.0), bce.mean(1))
 
 
 def _scalars(terms: dict) -> dict:
@@ -109,8 +119,9 @@ def _smp_step(config: dict, loss: dict, steps: int, device) -> StepFn:
     criterion = SegmentationLoss(**(loss or {})).to(device)
 
     def segment_step(net, batch):
-        terms = criterion(net(batch.images), batch.masks)
-        return terms["loss"], _scalars(terms)
+        logits = net(batch.images)
+        terms = criterion(logits, batch.masks)
+        return terms["loss"], _scalars(terms), mask_losses(logits, batch.masks)
 
     return segment_step
 
@@ -143,7 +154,7 @@ def _draem_step(config: dict, loss: dict, steps: int, device) -> StepFn:
         reconstruction, logits = net(batch.images)
         targets, weights = paired_targets(batch)
         terms = criterion(reconstruction, targets, logits, batch.masks, weights)
-        return terms["loss"], _scalars(terms)
+        return terms["loss"], _scalars(terms), mask_losses(logits, batch.masks)
 
     return draem_step
 
@@ -156,7 +167,8 @@ def _build_destseg(in_channels: int, config: dict, weights: str | None = None, r
 
 
 def _destseg_step(config: dict, loss: dict, steps: int, device) -> StepFn:
-    """The first `student_steps` calls train the student, the rest the head (one call per optimiser step)."""
+    """The first `student_steps` calls train the student, the rest the head (one call per optimiser step). Only
+    the head gives defect logits, so steering reads the head stage's rows (the student stage gives None)."""
     first = destseg_config(config).student_steps(steps)
     done = [0]
 
@@ -165,13 +177,15 @@ def _destseg_step(config: dict, loss: dict, steps: int, device) -> StepFn:
         done[0] += 1
         targets, weights = paired_targets(batch)
         terms = net(batch.images, clean=targets, weight=weights, masks=batch.masks, stage=stage)
-        return terms["loss"], _scalars(terms)
+        logits = terms.pop("logits", None)
+        return terms["loss"], _scalars(terms), None if logits is None else mask_losses(logits, batch.masks)
 
     return destseg_step
 
 
-def _destseg_optimizer(model: nn.Module, steps: int, lr: float, weight_decay: float, config: dict):
-    return stage_schedule(model, steps, lr, weight_decay, destseg_config(config))
+def _destseg_optimizer(model: nn.Module, steps: int, lr: float, weight_decay: float, config: dict,
+                       warmup_steps: int = 0):
+    return stage_schedule(model, steps, lr, weight_decay, destseg_config(config), warmup_steps)
 
 
 SPECS: dict[str, SegmenterSpec] = {spec.name: spec for spec in (

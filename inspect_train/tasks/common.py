@@ -75,7 +75,8 @@ def train_fixed_steps(
     on_losses: Callable[[object, torch.Tensor], None] | None = None,
 ) -> dict:
     """Run `steps` optimiser steps; step_fn(model, batch) -> (loss, {scalar name: value}), or with a third item,
-    the loss of each row of the batch (B,), which goes to on_losses(batch, losses) (the steering reads it).
+    the loss of each row of the batch (B,), None, or a callable giving it (for a loss that costs a pass of its own),
+    which goes to on_losses(batch, losses) (the steering reads it).
 
     Scalars are averaged over `log_every` steps into TensorBoard under train/;
     on_batch(step, batch) can log what was fed (e.g. sample grids). Returns the
@@ -95,7 +96,9 @@ def train_fixed_steps(
         if on_losses is not None:
             if not per_row:
                 raise InputError("steering needs the loss of each training row, and this task's step gives none")
-            on_losses(batch, per_row[0])
+            rows = per_row[0]() if callable(per_row[0]) else per_row[0]  # a callable: computed only when read
+            if rows is not None:  # None: this step has no per-row loss to give (DeSTSeg's student stage)
+                on_losses(batch, rows)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn as nn
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes, make_grid
 
@@ -77,10 +78,29 @@ def predict_boxes(model, images: torch.Tensor, device, batch_size: int) -> list[
     return out
 
 
+@torch.no_grad()
+def image_losses(net: nn.Module, images: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+    """Each image's detector loss (the sum of its terms), from one no-grad training-mode forward per image:
+    torchvision's detectors only give the batch's loss. Batch norm stays in eval mode, so the pass moves no
+    statistics, and every module's mode is restored after."""
+    modes = [(module, module.training) for module in net.modules()]
+    net.train()
+    for module in net.modules():
+        if isinstance(module, nn.modules.batchnorm._BatchNorm):
+            module.eval()
+    try:
+        return torch.stack([sum(net(images[i:i + 1], [targets[i]]).values()) for i in range(len(images))])
+    finally:
+        for module, mode in modes:
+            module.train(mode)
+
+
 def _step(net, batch, join: int = 0):
-    terms = net(batch.images, box_targets(batch.masks, batch.labels, join=join))
+    targets = box_targets(batch.masks, batch.labels, join=join)
+    terms = net(batch.images, targets)
     loss = sum(terms.values())
-    return loss, {k: v.detach() for k, v in terms.items()}
+    # Steering's per-image losses cost a pass of their own: computed only when a steered arm reads them.
+    return loss, {k: v.detach() for k, v in terms.items()}, lambda: image_losses(net, batch.images, targets)
 
 
 def box_text(found: dict, classes: list[str], threshold: float) -> str:
@@ -226,6 +246,10 @@ class DetectTask:
 
     def step_fn(self, settings, device):
         return functools.partial(_step, join=int(settings.box_join))
+
+    def sample_losses(self, model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, settings):
+        """Steering's hardness of candidate samples: each one's detector loss under the current model."""
+        return image_losses(model, images, box_targets(masks, labels, join=int(settings.box_join)))
 
     def evaluate(self, model, tests: TestSet, settings: DetectSettings, device) -> Evaluation:
         found = predict_boxes(model, tests.images, device, settings.eval_batch_size)

@@ -28,7 +28,7 @@ from inspect_train.errors import InputError
 from inspect_train.metrics.paired import segmentation_intervals
 from inspect_train.metrics.segmentation import METRIC_KEYS, image_labels, image_scores, segmentation_metrics
 from inspect_train.models.registry import SEGMENTERS, architecture, create_segmenter
-from inspect_train.models.segmenters import defect_logits, input_divisor, segmenter_spec
+from inspect_train.models.segmenters import defect_logits, input_divisor, mask_losses, segmenter_spec
 from inspect_train.online import GOOD
 from inspect_train.settings import SegmentSettings
 from inspect_train.tasks.exporting import check_probabilities, trace_torchscript
@@ -176,12 +176,17 @@ class SegmentTask:
     def step_fn(self, settings: SegmentSettings, device):
         return segmenter_spec(settings.model).step(settings.model_config(), settings.loss, settings.steps, device)
 
+    def sample_losses(self, model, images: torch.Tensor, masks: torch.Tensor, labels: torch.Tensor, settings):
+        """Steering's hardness of candidate samples: their pixel loss inside the mask under the current model."""
+        return mask_losses(defect_logits(model(images)), masks)
+
     def make_optimizer(self, model, steps: int, settings: SegmentSettings):
         """The model's own optimiser and schedule (DeSTSeg: one per stage), else the runner's default (None)."""
         own = segmenter_spec(settings.model).optimizer
         if own is None:
             return None
-        return own(model, steps, self.learning_rate(settings), settings.weight_decay, settings.model_config())
+        return own(model, steps, self.learning_rate(settings), settings.weight_decay, settings.model_config(),
+                   settings.warmup_steps)
 
     def evaluate(self, model, tests: TestSet, settings: SegmentSettings, device) -> Evaluation:
         maps = predict_maps(model, tests.images, device, settings.eval_batch_size)
