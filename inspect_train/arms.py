@@ -59,3 +59,15 @@ def check_mixture(aug: str, generator_names: list[str], real_only: tuple[str, ..
                              f"or join several with '{MIX}')")
     if len(set(parts)) != len(parts):
         raise InputError(f"--aug {aug}: a generator appears twice in the mixture")
+
+
+def references(arm: str, arms: list[str], real_only: tuple[str, ...] = ()) -> list[str]:
+    """The arms of the same run that this one is also paired against (besides the baseline): a steered arm
+    against its generators unsteered, a mixture against each of its generators steered the same way."""
+    plan = parse_arm(arm, real_only)
+    found = []
+    if plan.generators and plan.steer != "off":
+        found.append(MIX.join(plan.generators))
+    if len(plan.generators) > 1:
+        found += [g if plan.steer == "off" else f"{g}{MIX}{plan.steer}" for g in plan.generators]
+    return [name for name in dict.fromkeys(found) if name in arms and name != arm]

@@ -202,6 +202,24 @@ def tests_table(results: dict) -> list[str]:
     return lines
 
 
+def pairs_table(results: dict) -> list[str]:
+    """Per partition: each steered arm against its plain arm and each mixture against its parts, on the same
+    test images, with the tests of the table against the baseline."""
+    rows = [(p["partition"], arm, reference, tests) for p in results["partitions"]
+            for arm, against in (p.get("pairs") or {}).items() for reference, tests in against.items()]
+    if not rows:
+        return []
+    metrics = [m for m in results["metrics"] if any(m in t for *_, t in rows)]
+    lines = ["", "**Steered and mixed arms against their references** (a steered arm against the same generators "
+             "unsteered, a mixture against each of its generators steered the same way), the same tests as above "
+             "with the reference in the baseline's place (McNemar counts: only the arm vs only the reference).", "",
+             "| partition | arm | against | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
+    for k, arm, reference, tests in rows:
+        lines.append(f"| P{k} | {arm} | {reference} | " + " | ".join(_test_cell(tests.get(m, {})) for m in metrics)
+                     + " |")
+    return lines
+
+
 def _dict_metric_tables(results: dict) -> list[str]:
     """Per-partition tables for dict-valued metrics (per-class accuracy, per-class AP), one column per arm."""
     lines: list[str] = []
@@ -295,9 +313,6 @@ def write_report_md(results: dict, path: str | Path, chart: Path | None = None) 
         for arm, r in runs.items():
             if r.get("steering"):
                 lines.append(f"  - {arm}: {steering_line(r['steering'])}")
-        for arm, r in runs.items():
-            if r.get("steering"):
-                lines.append(f"  - {arm}: {steering_line(r['steering'])}")
     if results.get("wall_seconds") is not None:
         lines.append(f"- wall time {results['wall_seconds']} s, from {results.get('started')} to "
                      f"{results.get('finished')}; commit {results.get('git_commit') or 'unknown'}")
@@ -309,6 +324,7 @@ def write_report_md(results: dict, path: str | Path, chart: Path | None = None) 
         lines += ["", *metric_table(results, metric)]
     lines += open_set_table(results)
     lines += tests_table(results)
+    lines += pairs_table(results)
     lines += _dict_metric_tables(results)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

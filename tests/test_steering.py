@@ -134,6 +134,17 @@ def test_a_steered_mixture_favours_the_generator_whose_samples_the_model_gets_wr
     assert shares["perlin"] > 0.65 and shares["crop-paste"] >= 0.1, shares
 
 
+def test_steered_arms_and_mixtures_name_the_arms_they_are_paired_against():
+    from inspect_train.arms import references
+
+    arms = ["none", "a", "a+types", "b", "a+b", "a+b+types", "b+types"]
+    assert references("a+types", arms, REAL_ONLY) == ["a"]
+    assert references("a+b", arms, REAL_ONLY) == ["a", "b"]
+    assert references("a+b+types", arms, REAL_ONLY) == ["a+b", "a+types", "b+types"]
+    assert references("a+b+hard", arms, REAL_ONLY) == ["a+b"]  # no a+hard or b+hard in the run
+    assert references("a", arms, REAL_ONLY) == [] and references("none", arms, REAL_ONLY) == []
+
+
 def test_arm_names_spell_generators_mixtures_and_modes():
     assert arm_names(["crop-paste", "classic"], ["off", "types", "hard"], REAL_ONLY) == [
         "crop-paste", "crop-paste+types", "crop-paste+hard", "classic"]
@@ -187,6 +198,13 @@ def test_one_candidate_reproduces_the_unsteered_arm_exactly_and_the_run_records_
             for n in split["base"]}
     assert real_seen and real_seen <= base
     assert "steering types: synthetic samples per type" in (tmp_path / "report.md").read_text()
+    # Each steered arm is also paired against its plain arm, each mixture against its parts in the run.
+    pairs = entry["pairs"]
+    assert set(pairs["crop-paste+perlin+types"]) == {"crop-paste+perlin", "crop-paste+types"}
+    assert set(pairs["crop-paste+perlin"]) == {"crop-paste"} and "crop-paste" not in pairs
+    same = pairs["crop-paste+hard"]["crop-paste"]["accuracy"]
+    assert same["arm_only"] == same["baseline_only"] == 0 and same["p_value"] == 1.0
+    assert "| P1 | crop-paste+perlin+types | crop-paste+types |" in (tmp_path / "report.md").read_text()
 
 
 @pytest.mark.parametrize("task", ["segment", "detect"])

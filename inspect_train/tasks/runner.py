@@ -50,7 +50,7 @@ from inspect_train.output_paths import check_output_folder, make_folder, portabl
 from inspect_train.protocol import get_partition, manifest_for_run
 from inspect_train.report import print_summary, run_record, write_results
 from inspect_train.settings import TaskSettings, resolve_settings, write_config
-from inspect_train.arms import arm_names, check_mixture, parse_arm
+from inspect_train.arms import arm_names, check_mixture, parse_arm, references
 from inspect_train.steering import SteerSettings, Steering
 from inspect_train.tasks import generators as learned
 from inspect_train.tasks.common import (broadcast_object, debug_dump, finish_training, gather_union, make_optimizer,
@@ -312,7 +312,7 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
         tests = with_unknown(tests, data, full, held_out)
         n_unknown = int(tests.unknown.sum())
     entry: dict[str, Any] = {
-        "partition": partition, "arms": {}, "runs": {}, "tests": {},
+        "partition": partition, "arms": {}, "runs": {}, "tests": {}, "pairs": {},
         "real_defects": sum(len(names) for names in base_names_of(part, classes).values()),
         "test_defects": tests.n_defect, "test_good": len(tests.names) - tests.n_defect - n_unknown,
     }
@@ -320,6 +320,7 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
         entry.update(held_out=held_out, classes=list(classes), test_unknown=n_unknown)
     used: set = set()
     baseline: Evaluation | None = None
+    evaluations: dict[str, Evaluation] = {}
     for arm in arms:
         place = arm_folder(Path(), partition, arm, held_out)
         folder = out / place
@@ -343,11 +344,18 @@ def _run_arms(task: Task, settings: TaskSettings, data: CategoryData, part: dict
             continue
         entry["arms"][arm] = evaluation.metrics
         entry["runs"][arm] = run_record
+        evaluations[arm] = evaluation
         if arm == BASELINE:
             baseline = evaluation
         elif baseline is not None:
             entry["tests"][arm] = task.paired_tests(tests, baseline, evaluation, settings, seed)
         ctx.barrier()
+    # Steered arms against their plain arm, mixtures against their parts: on the same test images, the
+    # reference in the baseline's place.
+    for arm in evaluations:
+        for reference in references(arm, list(evaluations), REAL_ONLY):
+            entry["pairs"].setdefault(arm, {})[reference] = task.paired_tests(
+                tests, evaluations[reference], evaluations[arm], settings, seed)
     # The audit trail of the protocol: every real image any arm trained on, as (class, file name).
     entry["real_images_used"] = [list(item) for item in sorted(used)]
     return entry
