@@ -185,21 +185,27 @@ def _test_cell(test: dict) -> str:
     return "-"
 
 
+def _paired_table(results: dict, intro: str, columns: list[str], rows: list[tuple]) -> list[str]:
+    """A table of paired tests: each row's leading cells (partition first), then one test cell per metric any
+    row has; the tests dict is each row's last item."""
+    if not rows:
+        return []
+    metrics = [m for m in results["metrics"] if any(m in row[-1] for row in rows)]
+    lines = ["", intro, "", "| " + " | ".join(columns + metrics) + " |", "|" + "---|" * (len(columns) + len(metrics))]
+    for k, *names, tests in rows:
+        lines.append(f"| P{k} | " + " | ".join([*names, *(_test_cell(tests.get(m, {})) for m in metrics)]) + " |")
+    return lines
+
+
 def tests_table(results: dict) -> list[str]:
     """Per partition and arm: each paired test against the baseline on the same test images."""
     rows = [(p["partition"], arm, tests) for p in results["partitions"] for arm, tests in (p.get("tests") or {}).items()]
-    if not rows:
-        return []
-    metrics = [m for m in results["metrics"] if any(m in t for _, _, t in rows)]
     decisions = ("the image-level defect/good decisions at the fixed false-positive rate"
                  if results.get("task") == "detect" else "accuracy")
-    lines = ["", "**Is it noise?** Each arm against the real-only baseline on the same test images: exact McNemar "
+    intro = ("**Is it noise?** Each arm against the real-only baseline on the same test images: exact McNemar "
              f"test for {decisions} (p, then images only the arm got right vs only the baseline got right); paired "
-             "bootstrap 95% interval of the difference for the others.", "",
-             "| partition | arm | " + " | ".join(metrics) + " |", "|---|---|" + "---|" * len(metrics)]
-    for k, arm, tests in rows:
-        lines.append(f"| P{k} | {arm} | " + " | ".join(_test_cell(tests.get(m, {})) for m in metrics) + " |")
-    return lines
+             "bootstrap 95% interval of the difference for the others.")
+    return _paired_table(results, intro, ["partition", "arm"], rows)
 
 
 def pairs_table(results: dict) -> list[str]:
@@ -207,17 +213,10 @@ def pairs_table(results: dict) -> list[str]:
     test images, with the tests of the table against the baseline."""
     rows = [(p["partition"], arm, reference, tests) for p in results["partitions"]
             for arm, against in (p.get("pairs") or {}).items() for reference, tests in against.items()]
-    if not rows:
-        return []
-    metrics = [m for m in results["metrics"] if any(m in t for *_, t in rows)]
-    lines = ["", "**Steered and mixed arms against their references** (a steered arm against the same generators "
+    intro = ("**Steered and mixed arms against their references** (a steered arm against the same generators "
              "unsteered, a mixture against each of its generators steered the same way), the same tests as above "
-             "with the reference in the baseline's place (McNemar counts: only the arm vs only the reference).", "",
-             "| partition | arm | against | " + " | ".join(metrics) + " |", "|---|---|---|" + "---|" * len(metrics)]
-    for k, arm, reference, tests in rows:
-        lines.append(f"| P{k} | {arm} | {reference} | " + " | ".join(_test_cell(tests.get(m, {})) for m in metrics)
-                     + " |")
-    return lines
+             "with the reference in the baseline's place (McNemar counts: only the arm vs only the reference).")
+    return _paired_table(results, intro, ["partition", "arm", "against"], rows)
 
 
 def _dict_metric_tables(results: dict) -> list[str]:
